@@ -1,0 +1,18 @@
+"""Doctest namespace: every docstring example may use ``torch`` and the rankplug names without importing them."""
+
+import pytest
+import torch
+
+import rankplug
+import rankplug.functional
+
+
+@pytest.fixture(autouse=True)
+def _doctest_namespace(doctest_namespace: dict) -> None:
+    torch.manual_seed(0)
+    doctest_namespace["torch"] = torch
+    doctest_namespace["rankplug"] = rankplug
+    for name in rankplug.__all__:
+        doctest_namespace[name] = getattr(rankplug, name)
+    for name in rankplug.functional.__all__:
+        doctest_namespace[name] = getattr(rankplug.functional, name)

@@ -1,0 +1,122 @@
+"""The margin loss of MarginGAN (RankGAN Eq. 3, GoGAN Eq. 2) and the WGAN generator loss (MATH §1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rankplug._validation import (
+    Reduction,
+    check_nonnegative,
+    check_reduction,
+    check_same_batch,
+    per_sample_scores,
+    reduce,
+)
+
+
+def hinge_margin_loss(
+    real_scores: Tensor,
+    fake_scores: Tensor,
+    *,
+    margin: float = 1.0,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""Pairwise margin loss of the critic, RankGAN Eq. 3 / GoGAN Eq. 2. Full docs: :class:`rankplug.HingeMarginLoss`.
+
+    .. math::
+        \ell_k = \big[\, D(G(z_k)) + \epsilon - D(x_k) \,\big]_+
+
+    Args:
+        real_scores: critic scores on real samples ``D(x)``; higher means more real.
+        fake_scores: critic scores on generated samples ``D(G(z))``, paired with ``real_scores``.
+        margin: the margin ``epsilon >= 0``, in score units.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+
+    Shape:
+        - real_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)`` (a map is averaged per sample).
+        - fake_scores: same batch size ``N`` as ``real_scores``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+
+    Example:
+        >>> real = torch.tensor([2.0, 0.5], requires_grad=True)
+        >>> fake = torch.tensor([0.0, 0.0], requires_grad=True)
+        >>> loss = hinge_margin_loss(real, fake, margin=1.0)  # mean of [0 + 1 - 2]_+ and [0 + 1 - 0.5]_+
+        >>> loss
+        tensor(0.2500, grad_fn=<MeanBackward0>)
+        >>> loss.backward()
+        >>> fake.grad  # only the active hinge passes a gradient, 1/N
+        tensor([0.0000, 0.5000])
+    """
+    margin = check_nonnegative(margin, "margin")
+    reduction = check_reduction(reduction)
+    real = per_sample_scores(real_scores, "real_scores")
+    fake = per_sample_scores(fake_scores, "fake_scores")
+    check_same_batch(real_scores=real, fake_scores=fake)
+    return reduce(torch.relu(fake + margin - real), reduction)
+
+
+def symmetric_hinge_loss(
+    real_scores: Tensor,
+    fake_scores: Tensor,
+    *,
+    margin: float = 1.0,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r"""The RankGAN authors' separable stage-1 critic loss (MATH §1). Full docs: :class:`rankplug.SymmetricHingeLoss`.
+
+    .. math::
+        \ell_k = \tfrac12 \big( [\, m - D(x_k) \,]_+ + [\, m + D(G(z_k)) \,]_+ \big)
+
+    Args:
+        real_scores: critic scores on real samples.
+        fake_scores: critic scores on generated samples.
+        margin: ``m >= 0``, in score units.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+
+    Shape:
+        - real_scores, fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+
+    Example:
+        >>> real = torch.tensor([2.0, 0.5], requires_grad=True)
+        >>> fake = torch.tensor([-2.0, 0.5], requires_grad=True)
+        >>> loss = symmetric_hinge_loss(real, fake, margin=1.0)
+        >>> loss
+        tensor(0.5000, grad_fn=<MeanBackward0>)
+        >>> loss.backward()
+    """
+    margin = check_nonnegative(margin, "margin")
+    reduction = check_reduction(reduction)
+    real = per_sample_scores(real_scores, "real_scores")
+    fake = per_sample_scores(fake_scores, "fake_scores")
+    check_same_batch(real_scores=real, fake_scores=fake)
+    return reduce(0.5 * (torch.relu(margin - real) + torch.relu(margin + fake)), reduction)
+
+
+def wgan_generator_loss(fake_scores: Tensor, *, reduction: Reduction = "mean") -> Tensor:
+    r"""The WGAN generator loss, used with the margin loss (GoGAN Sec. 3.2, MATH §1).
+
+    .. math::
+        \ell_k = -D(G(z_k))
+
+    Args:
+        fake_scores: critic scores on generated samples.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+
+    Shape:
+        - fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+
+    Example:
+        >>> fake = torch.tensor([0.5, -1.5], requires_grad=True)
+        >>> loss = wgan_generator_loss(fake)
+        >>> loss
+        tensor(0.5000, grad_fn=<MeanBackward0>)
+        >>> loss.backward()
+        >>> fake.grad
+        tensor([-0.5000, -0.5000])
+    """
+    reduction = check_reduction(reduction)
+    fake = per_sample_scores(fake_scores, "fake_scores")
+    return reduce(-fake, reduction)
