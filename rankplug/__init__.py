@@ -17,15 +17,18 @@ from rankplug.losses import (
     TripletMetricDiscriminatorLoss,
     TripletMetricGeneratorLoss,
 )
+from rankplug.stages import FrozenStage, StageManager
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AAMAuxClassifier",
     "AdditiveAngularMarginLoss",
+    "FrozenStage",
     "GoGANRankLoss",
     "GradientPenalty",
     "HingeMarginLoss",
+    "StageManager",
     "StageRankLoss",
     "SymmetricHingeLoss",
     "TripletMetricDiscriminatorHead",
