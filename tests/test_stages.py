@@ -187,7 +187,7 @@ def test_markers_need_a_previous_stage_and_a_known_statistic():
 
 
 @pytest.mark.filterwarnings("ignore:the previous stage")  # an untrained critic: order is arbitrary
-def test_markers_under_torchrun_equal_single_process_markers(tmp_path):
+def test_markers_and_frozen_copies_under_torchrun_with_ddp(tmp_path):
     torch.manual_seed(3)
     # 5 batches of unequal sizes: rank 0 gets batches 0, 2, 4 and rank 1 gets 1, 3 (a smaller last batch).
     data = [torch.randn(n, 8) for n in (6, 5, 7, 3, 2)]
@@ -213,8 +213,9 @@ def test_markers_under_torchrun_equal_single_process_markers(tmp_path):
         timeout=180,
         check=True,
     )
-    outputs = [torch.load(p) for p in tmp_path.glob("markers-*.pt")]
+    outputs = [torch.load(p) for p in sorted(tmp_path.glob("markers-rank*.pt"))]
     assert len(outputs) == 2
+    assert outputs[0]["checksum"] == outputs[1]["checksum"]  # frozen copies identical on every rank
     sys.path.insert(0, str(WORKER.parent))
     try:
         import worker

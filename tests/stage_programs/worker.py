@@ -5,7 +5,6 @@ Usage: python worker.py COMMAND DIRECTORY [ARGS]
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -132,7 +131,15 @@ def main() -> None:
         dist.init_process_group("gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
         manager, _ = build(0)
+        # DDP-wrapped live networks, as under torchrun; rank 1 perturbs its copy so that only the broadcast in
+        # advance() can make the frozen copies identical.
+        manager.generator = nn.parallel.DistributedDataParallel(manager.generator)
+        manager.discriminator = nn.parallel.DistributedDataParallel(manager.discriminator)
+        if rank == 1:
+            with torch.no_grad():
+                manager.discriminator.module[0].weight.add_(1.0)
         manager.advance()
+        checksum = sum(float(t.double().sum()) for t in manager.previous.discriminator.state_dict().values())
         data = torch.load(directory / "data.pt")
         shard = [batch for index, batch in enumerate(data) if index % world == rank]
         # Latents are drawn per rank; fix them so the test can redo the computation in one process.
@@ -143,10 +150,8 @@ def main() -> None:
             iterator = iter(mine.split([b.shape[0] for b in shard]))
             manager.sample_latent = lambda n, real=None, it=iterator: next(it)  # type: ignore[method-assign]
             out[statistic] = manager.compute_markers(shard, statistic=statistic)
-        if rank == 0:
-            torch.save(out, directory / f"markers-{os.getpid()}.pt")
-        else:
-            torch.save(out, directory / f"markers-rank{rank}.pt")
+        out["checksum"] = checksum
+        torch.save(out, directory / f"markers-rank{rank}.pt")
         dist.destroy_process_group()
     else:
         raise SystemExit(f"unknown command {command}")
