@@ -6,6 +6,9 @@ import torch
 import rankplug
 import rankplug.functional
 
+# The tests use tiny tensors: one thread is faster and does not stall when the machine is busy.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _doctest_namespace(doctest_namespace: dict) -> None:

@@ -195,7 +195,7 @@ def test_markers_and_frozen_copies_under_torchrun_with_ddp(tmp_path):
     torch.save(data, tmp_path / "data.pt")
     torch.save(latents, tmp_path / "latents.pt")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    subprocess.run(
+    result = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -211,8 +211,9 @@ def test_markers_and_frozen_copies_under_torchrun_with_ddp(tmp_path):
         capture_output=True,
         text=True,
         timeout=180,
-        check=True,
+        check=False,
     )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     outputs = [torch.load(p) for p in sorted(tmp_path.glob("markers-rank*.pt"))]
     assert len(outputs) == 2
     assert outputs[0]["checksum"] == outputs[1]["checksum"]  # frozen copies identical on every rank

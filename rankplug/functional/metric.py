@@ -26,6 +26,8 @@ def _embeddings(value: Tensor, name: str) -> Tensor:
     if tensor.dim() != 2:
         raise ValueError(f"{name} has shape {shape_str(tensor)}; expected (N, K)")
     check_batch(tensor, name)
+    if tensor.shape[1] == 0:
+        raise ValueError(f"{name} has shape {shape_str(tensor)}; expected (N, K) with K >= 1")
     return tensor
 
 
@@ -95,8 +97,13 @@ def data_dependent_margin(
             f"fake_images has shape {shape_str(fake_images)} but positive_images has shape "
             f"{shape_str(positive_images)}; expected identical shapes"
         )
+    if positive_images[0].numel() == 0:
+        raise ValueError(
+            f"positive_images has shape {shape_str(positive_images)}, with no values per sample; expected (N, *) "
+            "with at least one pixel"
+        )
     with torch.no_grad():
-        diff = (as_float32(positive_images) - as_float32(fake_images)).abs().flatten(1)
+        diff = (as_float32(positive_images) - as_float32(fake_images)).abs().reshape(positive_images.shape[0], -1)
         l1 = diff.mean(dim=1) if norm == "mean" else diff.sum(dim=1)
         return alpha * l1
 
