@@ -182,15 +182,21 @@ class StageManager:
     Example:
         >>> G = torch.nn.Sequential(torch.nn.Linear(4, 8))
         >>> D = torch.nn.Sequential(torch.nn.Linear(8, 1))
+        >>> _ = torch.nn.init.constant_(D[0].weight, 0.1)  # a critic that scores the data (mean 5) higher
         >>> manager = StageManager(G, D, latent_shape=(4,))
         >>> manager.stage, manager.previous
         (1, None)
-        >>> manager.advance()
+        >>> manager.advance()                       # freeze stage 1; G and D keep training as stage 2
         >>> manager.stage, manager.previous.generator.training
         (2, False)
-        >>> m_high, m_low = manager.compute_markers([torch.randn(16, 8)])
-        >>> manager.sample_latent(3).shape
-        torch.Size([3, 4])
+        >>> z = manager.sample_latent(3)            # z ~ N(0, I), shape (3, 4)
+        >>> prev_fake = manager.previous.generator(z)
+        >>> prev_fake.requires_grad                 # frozen forwards build no graph
+        False
+        >>> real_batches = [torch.randn(16, 8) + 5.0 for _ in range(4)]
+        >>> m_high, m_low = manager.compute_markers(real_batches, statistic="median")  # RankGAN Eq. 6
+        >>> m_high > m_low
+        True
     """
 
     def __init__(
