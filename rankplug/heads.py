@@ -206,7 +206,7 @@ class AAMAuxClassifier(nn.Module):
         margin: float = DEFAULT_AAM_MARGIN,
         multi_label: bool = False,
         reduction: Reduction = "mean",
-        weight: nn.Parameter | None = None,
+        weight: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.in_features = check_positive_int(in_features, "in_features")

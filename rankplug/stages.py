@@ -130,7 +130,7 @@ def _rng_state() -> dict[str, Any]:
         pass
     else:
         kind, keys, pos, has_gauss, cached = np.random.get_state()
-        state["numpy"] = [kind, torch.from_numpy(keys.copy()), int(pos), int(has_gauss), float(cached)]
+        state["numpy"] = [kind, torch.from_numpy(np.array(keys)), int(pos), int(has_gauss), float(cached)]
     return state
 
 
@@ -216,9 +216,9 @@ class StageManager:
         for name, module in (("generator", generator), ("discriminator", discriminator)):
             if not isinstance(module, nn.Module):
                 raise TypeError(f"{name} must be a torch.nn.Module; got {type(module).__name__}")
-        for name, module in (("encoder", encoder), ("ema_generator", ema_generator)):
-            if module is not None and not isinstance(module, nn.Module):
-                raise TypeError(f"{name} must be a torch.nn.Module or None; got {type(module).__name__}")
+        for name, optional in (("encoder", encoder), ("ema_generator", ema_generator)):
+            if optional is not None and not isinstance(optional, nn.Module):
+                raise TypeError(f"{name} must be a torch.nn.Module or None; got {type(optional).__name__}")
         self.generator = generator
         self.discriminator = discriminator
         self.encoder = encoder
