@@ -71,12 +71,12 @@ def load_image_folder(root: str | Path, size: int = 32, *, channels: int = 3) ->
     mode = "L" if channels == 1 else "RGB"
     images, labels = [], []
     for path in files:
-        with Image.open(path) as image:
-            image = image.convert(mode)
-            side = min(image.size)
-            left, top = (image.width - side) // 2, (image.height - side) // 2
-            image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
-            data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+        with Image.open(path) as opened:
+            image = opened.convert(mode)
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BILINEAR)
+        data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
         images.append(data.reshape(size, size, channels).permute(2, 0, 1))
         labels.append(-1 if path.parent == base else index[path.parent.relative_to(base).parts[0]])
     stacked = torch.stack(images).float() / 127.5 - 1.0
