@@ -211,8 +211,8 @@ class AAMAuxClassifier(nn.Module):
         super().__init__()
         self.in_features = check_positive_int(in_features, "in_features")
         self.num_classes = check_positive_int(num_classes, "num_classes")
-        self.scale = check_positive(scale, "scale")
-        self.margin = check_angular_margin(margin)
+        self.scale = scale
+        self.margin = margin
         self.multi_label = bool(multi_label)
         self.reduction: Reduction = check_reduction(reduction)
         if weight is None:
@@ -228,6 +228,24 @@ class AAMAuxClassifier(nn.Module):
                     f"or ({self.num_classes}, C_in, kH, kW) with C_in * kH * kW = {self.in_features}"
                 )
         self.weight = weight
+
+    @property
+    def scale(self) -> float:
+        """``s > 0``; validated when set, so a schedule that changes it cannot slip in a bad value."""
+        return self._scale
+
+    @scale.setter
+    def scale(self, value: float) -> None:
+        self._scale = check_positive(value, "scale")
+
+    @property
+    def margin(self) -> float:
+        """``m`` in radians, in ``[0, pi/2)``; validated when set (e.g. by a margin warm-up)."""
+        return self._margin
+
+    @margin.setter
+    def margin(self, value: float) -> None:
+        self._margin = check_angular_margin(value)
 
     @classmethod
     def from_conv(
@@ -246,10 +264,11 @@ class AAMAuxClassifier(nn.Module):
         if conv.bias is not None:
             raise ValueError("conv has a bias; expected bias=False (the AAM classifier's bias is 0, MATH §6)")
         padding = conv.padding if isinstance(conv.padding, tuple) else ()
-        if conv.groups != 1 or any(p != 0 for p in padding) or conv.padding == "same":
+        dilated = any(d != 1 for d in conv.dilation)
+        if conv.groups != 1 or any(p != 0 for p in padding) or conv.padding == "same" or dilated:
             raise ValueError(
-                f"conv must have groups=1 and padding=0 so that it is a linear map of the flattened features; "
-                f"got groups={conv.groups}, padding={conv.padding}"
+                f"conv must have groups=1, padding=0 and dilation=1 so that it is a linear map of the flattened "
+                f"features; got groups={conv.groups}, padding={conv.padding}, dilation={conv.dilation}"
             )
         in_features = conv.in_channels * math.prod(conv.kernel_size)
         return cls(

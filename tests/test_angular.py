@@ -610,7 +610,7 @@ def test_from_conv_and_from_linear_reject_the_wrong_layer():
         AAMAuxClassifier.from_conv(nn.Linear(8, 5, bias=False))
     with pytest.raises(TypeError, match=re.escape("linear must be a torch.nn.Linear; got Conv2d")):
         AAMAuxClassifier.from_linear(nn.Conv2d(8, 5, 2, bias=False))
-    with pytest.raises(ValueError, match="conv must have groups=1 and padding=0"):
+    with pytest.raises(ValueError, match="conv must have groups=1, padding=0 and dilation=1"):
         AAMAuxClassifier.from_conv(nn.Conv2d(8, 5, 2, padding=1, bias=False))
 
 
@@ -771,3 +771,20 @@ def test_head_rejects_features_with_wrong_in_features():
         head(torch.randn(4, 3, 2, 3))
     with pytest.raises(ValueError, match=re.escape("features is an empty batch (shape (0, 12)); expected N >= 1")):
         head(torch.randn(0, 12))
+
+
+def test_scale_and_margin_are_validated_when_changed_later():
+    head = AAMAuxClassifier(8, 5, scale=16.0, margin=0.3)
+    head.margin = 0.1  # a margin warm-up
+    head.scale = 8.0
+    assert (head.margin, head.scale) == (0.1, 8.0)
+    with pytest.raises(ValueError, match=re.escape("margin must be an angle in radians in [0, pi/2); got 2.0")):
+        head.margin = 2.0
+    with pytest.raises(ValueError, match=re.escape("scale must be > 0; got -1.0")):
+        head.scale = -1.0
+    assert list(head.state_dict()) == ["weight"]  # settings are not state: softmax checkpoints still load
+
+
+def test_from_conv_rejects_a_dilated_conv():
+    with pytest.raises(ValueError, match="conv must have groups=1, padding=0 and dilation=1"):
+        AAMAuxClassifier.from_conv(nn.Conv2d(8, 5, 2, dilation=2, bias=False))
