@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import random
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MethodType
@@ -47,6 +48,28 @@ def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
     # A frozen copy ignores .train(True) from a parent: BatchNorm statistics and dropout stay in eval mode.
     nn.Module.train(self, False)
     return self
+
+
+@contextlib.contextmanager
+def use_batch_statistics(module: nn.Module) -> Iterator[nn.Module]:
+    """Run ``module``'s BatchNorm layers on the statistics of each batch, leaving their running statistics alone.
+
+    Inside the block a BatchNorm layer normalises with the batch's own mean and variance, as in train mode, but
+    its running statistics are neither used nor updated (they are set aside and put back afterwards). Other
+    layers keep their mode, so dropout stays off in a frozen copy.
+    """
+    saved = []
+    for sub in module.modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and sub.running_mean is not None:
+            saved.append((sub, sub.running_mean, sub.running_var))
+            sub.running_mean = None
+            sub.running_var = None
+    try:
+        yield module
+    finally:
+        for sub, mean, var in saved:
+            sub.running_mean = mean
+            sub.running_var = var
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -401,6 +424,7 @@ class StageManager:
         real_batches: Iterable[Any],
         *,
         statistic: Literal["mean", "median"] = "mean",
+        batch_statistics: bool = False,
     ) -> tuple[float, float]:
         """RankGAN's markers (Eq. 6, Algorithm 1) from the frozen previous stage over the batches given.
 
@@ -411,19 +435,27 @@ class StageManager:
         every rank's batches, so all ranks get the numbers one process would get over the union of the data;
         ranks may hold different numbers of batches and samples.
 
+        ``batch_statistics=True`` is for critics with BatchNorm that are only ever run in train mode on batches
+        that are all real or all fake (DCGAN's ``netD``): the frozen critic then scores each batch with that
+        batch's statistics, the scale the stage's losses see, instead of its running statistics, which put such
+        a critic's scores on another scale. The frozen generator stays in eval mode, as when it makes
+        ``G_{i-1}(z)`` during the stage. See :func:`use_batch_statistics`.
+
         Returns:
             ``(m_high, m_low)``, also stored in :attr:`markers` and the stage's history.
         """
         statistic = check_choice(statistic, "statistic", ("mean", "median"))  # type: ignore[assignment]
+        batch_statistics_ = bool(batch_statistics)
         if self.previous is None:
             raise ValueError("markers need a previous stage; call advance() first (stage 1 has none)")
         previous_g, previous_d = self.previous.generator, self.previous.discriminator
         real_scores, fake_scores = [], []
-        for batch in real_batches:
-            x = _real_of(batch).to(self._device())
-            z = self.sample_latent(x.shape[0], real=x)
-            real_scores.append(self._scores(previous_d(x)))
-            fake_scores.append(self._scores(previous_d(previous_g(z))))
+        with use_batch_statistics(previous_d) if batch_statistics_ else contextlib.nullcontext():
+            for batch in real_batches:
+                x = _real_of(batch).to(self._device())
+                z = self.sample_latent(x.shape[0], real=x)
+                real_scores.append(self._scores(previous_d(x)))
+                fake_scores.append(self._scores(previous_d(previous_g(z))))
         if not real_scores:
             raise ValueError("real_batches is empty; expected at least one batch")
         real = _gather_all(torch.cat(real_scores).double())
@@ -440,7 +472,12 @@ class StageManager:
                 stacklevel=2,
             )
         self.markers = (high, low)
-        self.history[-1]["markers"] = {"m_high": high, "m_low": low, "statistic": statistic}
+        self.history[-1]["markers"] = {
+            "m_high": high,
+            "m_low": low,
+            "statistic": statistic,
+            "batch_statistics": batch_statistics_,
+        }
         return self.markers
 
     def _scores(self, output: Any) -> Tensor:
@@ -592,4 +629,4 @@ def _progress(iterable: Iterable[Any], enabled: bool, description: str) -> Itera
     return tqdm(iterable, desc=description)
 
 
-__all__ = ["FrozenStage", "StageManager", "freeze", "unwrap"]
+__all__ = ["FrozenStage", "StageManager", "freeze", "unwrap", "use_batch_statistics"]

@@ -391,3 +391,23 @@ def test_history_is_plain_json_data():
     entry = json.loads(text)[0]
     assert entry["gap"] == [2.5] and entry["real"] == [3.0] and entry["fake"] == [0.5] and entry["prev_fake"] == [-1.0]
     assert json.loads(text)[1]["markers"]["statistic"] == "mean"
+
+
+def test_markers_with_batch_statistics_for_a_batchnorm_critic():
+    torch.manual_seed(0)
+    generator = nn.Linear(4, 6)
+    discriminator = nn.Sequential(nn.Linear(6, 1), nn.BatchNorm1d(1))
+    discriminator[1].running_mean.fill_(5.0)  # running statistics far from any batch's own
+    discriminator[1].running_var.fill_(0.01)
+    manager = rankplug.StageManager(generator, discriminator, latent_shape=4)
+    manager.advance()
+    frozen = manager.previous.discriminator
+    running = frozen[1].running_mean.clone(), frozen[1].running_var.clone()
+    batches = [torch.randn(16, 6) for _ in range(3)]
+    high, low = manager.compute_markers(batches, batch_statistics=True)
+    # Each batch is normalised by its own statistics, so each batch's scores average to beta = 0.
+    assert high == pytest.approx(0.0, abs=1e-5) and low == pytest.approx(0.0, abs=1e-5)
+    eval_high, _ = manager.compute_markers(batches)
+    assert abs(eval_high) > 0.1  # with running statistics the scale differs
+    assert torch.equal(frozen[1].running_mean, running[0]) and torch.equal(frozen[1].running_var, running[1])
+    assert not frozen.training
