@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import random
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MethodType
 from typing import Any, Literal, Protocol
 
 import torch
@@ -44,10 +42,39 @@ def unwrap(module: nn.Module) -> nn.Module:
             return module
 
 
-def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
-    # A frozen copy ignores .train(True) from a parent: BatchNorm statistics and dropout stay in eval mode.
-    nn.Module.train(self, False)
-    return self
+class _StayInEval:
+    """A frozen module's ``train``: a parent's ``.train(True)`` leaves BatchNorm statistics and dropout in eval mode.
+
+    A small class rather than a closure, so frozen copies still deep-copy and pickle correctly.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        nn.Module.train(self.module, False)
+        return self.module
+
+
+class _NoGradForward:
+    """A frozen module's ``forward``: the class's own forward under ``torch.no_grad()``."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad():
+            return type(self.module).forward(self.module, *args, **kwargs)
+
+
+def _freeze_in_place(module: nn.Module) -> None:
+    for sub in module.modules():
+        object.__setattr__(sub, "train", _StayInEval(sub))
+        # Every submodule, not only the top: hosts call parts directly (StyleGAN's G.mapping, G.synthesis).
+        object.__setattr__(sub, "forward", _NoGradForward(sub))
+    nn.Module.train(module, False)
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
 
 
 @contextlib.contextmanager
@@ -76,24 +103,12 @@ def freeze(module: nn.Module) -> nn.Module:
     """A frozen deep copy of ``module`` (unwrapped first).
 
     The copy is in eval mode and stays there when a parent calls ``.train()``; its parameters have
-    ``requires_grad=False``; its forward runs under ``torch.no_grad()``, so it builds no autograd graph and its
-    BatchNorm running statistics never change. Updating ``module`` never changes the copy.
+    ``requires_grad=False``; its forward, and that of every submodule, runs under ``torch.no_grad()``, so it
+    builds no autograd graph and its BatchNorm running statistics never change. Updating ``module`` never
+    changes the copy.
     """
     frozen = copy.deepcopy(unwrap(module))
-    for sub in frozen.modules():
-        object.__setattr__(sub, "train", MethodType(_stay_in_eval, sub))
-    nn.Module.train(frozen, False)
-    for parameter in frozen.parameters():
-        parameter.requires_grad_(False)
-    forward = frozen.forward
-
-    @functools.wraps(forward)
-    def no_grad_forward(*args: Any, **kwargs: Any) -> Any:
-        with torch.no_grad():
-            return forward(*args, **kwargs)
-
-    object.__setattr__(frozen, "forward", no_grad_forward)
-    frozen._rankplug_frozen = True  # type: ignore[assignment]
+    _freeze_in_place(frozen)
     return frozen
 
 
@@ -134,6 +149,30 @@ def _gather_all(values: Tensor) -> Tensor:
     chunks = [torch.zeros_like(padded) for _ in range(_world())]
     dist.all_gather(chunks, padded)
     return torch.cat([chunk[: int(n.item())] for chunk, n in zip(chunks, lengths)])
+
+
+def marker_statistics(
+    real_scores: Tensor,
+    fake_scores: Tensor,
+    *,
+    statistic: Literal["mean", "median"] = "mean",
+) -> tuple[float, float]:
+    """``(m_high, m_low)`` of RankGAN Eq. 6 from per-sample scores, over every rank under ``torch.distributed``.
+
+    Each rank passes its own scores (lengths may differ between ranks); every rank gets the statistic of the
+    union. ``"median"`` is the usual median (the mean of the two middle values for an even count).
+
+    Shape:
+        - real_scores, fake_scores: ``(N,)`` per rank. Output: two floats.
+    """
+    statistic = check_choice(statistic, "statistic", ("mean", "median"))  # type: ignore[assignment]
+    real = _gather_all(real_scores.detach().flatten().double())
+    fake = _gather_all(fake_scores.detach().flatten().double())
+    if real.numel() == 0 or fake.numel() == 0:
+        raise ValueError("markers need at least one real and one fake score; got none")
+    if statistic == "mean":
+        return float(real.mean()), float(fake.mean())
+    return float(torch.quantile(real, 0.5)), float(torch.quantile(fake, 0.5))
 
 
 def _broadcast_module(module: nn.Module) -> None:
@@ -411,11 +450,7 @@ class StageManager:
                 optimizer.step()
                 total, count = total + float(loss.detach()) * x.shape[0], count + x.shape[0]
             losses.append(total / max(count, 1))
-        encoder.eval()
-        for parameter in encoder.parameters():
-            parameter.requires_grad_(False)
-        for sub in encoder.modules():
-            object.__setattr__(sub, "train", MethodType(_stay_in_eval, sub))
+        _freeze_in_place(encoder)
         return losses
 
     # ------------------------------------------------------------------------------------------------ markers
@@ -458,12 +493,7 @@ class StageManager:
                 fake_scores.append(self._scores(previous_d(previous_g(z))))
         if not real_scores:
             raise ValueError("real_batches is empty; expected at least one batch")
-        real = _gather_all(torch.cat(real_scores).double())
-        fake = _gather_all(torch.cat(fake_scores).double())
-        if statistic == "mean":
-            high, low = float(real.mean()), float(fake.mean())
-        else:
-            high, low = float(torch.quantile(real, 0.5)), float(torch.quantile(fake, 0.5))
+        high, low = marker_statistics(torch.cat(real_scores), torch.cat(fake_scores), statistic=statistic)
         if low > high:
             warnings.warn(
                 f"the previous stage's critic scores its fakes above the real data (m_low={low:.4g} > "
@@ -629,4 +659,4 @@ def _progress(iterable: Iterable[Any], enabled: bool, description: str) -> Itera
     return tqdm(iterable, desc=description)
 
 
-__all__ = ["FrozenStage", "StageManager", "freeze", "unwrap", "use_batch_statistics"]
+__all__ = ["FrozenStage", "StageManager", "freeze", "marker_statistics", "unwrap", "use_batch_statistics"]

@@ -411,3 +411,26 @@ def test_markers_with_batch_statistics_for_a_batchnorm_critic():
     assert abs(eval_high) > 0.1  # with running statistics the scale differs
     assert torch.equal(frozen[1].running_mean, running[0]) and torch.equal(frozen[1].running_var, running[1])
     assert not frozen.training
+
+
+def test_frozen_submodules_build_no_graph_and_copies_stay_correct():
+    import copy
+    import io
+
+    generator, discriminator = small_gan()
+    manager = rankplug.StageManager(generator, discriminator, latent_shape=4)
+    manager.advance()
+    frozen = manager.previous.generator
+    z = torch.randn(8, 4, requires_grad=True)
+    assert not frozen[0](z).requires_grad  # a submodule called directly, as hosts do (G.mapping)
+    clone = copy.deepcopy(frozen)
+    with torch.no_grad():
+        clone[0].weight.add_(1.0)
+    assert not torch.equal(clone(z), frozen(z))  # the copy's forward uses the copy's weights
+    buffer = io.BytesIO()
+    torch.save(frozen, buffer)  # whole-module pickling (snapshots) still works
+    buffer.seek(0)
+    restored = torch.load(buffer, weights_only=False)
+    torch.testing.assert_close(restored(z), frozen(z))
+    restored.train()
+    assert not restored.training and not restored(z).requires_grad

@@ -1,0 +1,551 @@
+"""RankGAN / GoGAN stages for NVlabs/stylegan2-ada-pytorch, as a drop-in for its ``training.loss.StyleGAN2Loss``.
+
+The host's ``training_loop`` builds its loss with ``dnnlib.util.construct_class_by_name(device=..., G_mapping=...,
+G_synthesis=..., D=..., augment_pipe=..., **loss_kwargs)`` and drives it through
+``accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, sync, gain)``. :class:`RankGANLoss` implements
+that interface, so the only change to the host is the loss's class path in ``train.py``::
+
+    args.loss_kwargs = dnnlib.EasyDict(class_name='rankplug.integrations.stylegan2_ada.RankGANLoss', r1_gamma=spec.gamma)
+
+Nothing from the host is imported at import time; ``torch_utils.training_stats`` and ``torch_utils.misc`` are
+imported when a phase runs (the host repository is on ``sys.path`` then). Stages (MATH §1-§3):
+
+- **stage 1** (``previous=None``): the pairwise margin loss ``[D(G(z)) + eps - D(x)]_+`` for ``D`` and the WGAN
+  loss ``-D(G(z))`` for ``G``;
+- **stage i >= 2, RankGAN** (``variant="rankgan"``): the *current* ``D_i`` scores the frozen previous generator's
+  samples; ``D`` minimises ``[D_i(G_i(z)) - D_i(G_{i-1}(z))]_+ + clamp_weight * clamp`` (Eq. 4 + 6) and ``G``
+  minimises ``[D_i(x) - D_i(G_i(z))]_+``;
+- **stage i >= 2, GoGAN** (``variant="gogan"``): the *frozen previous* ``D_i`` scores ``G_i(z)``; ``D`` minimises
+  ``[D(G(z)) + eps - D(x)]_+ + rank_weight * [D_prev(G_prev(z)) + 2 eps - D(x)]_+`` and ``G`` the WGAN loss.
+
+R1 (``r1_gamma``) runs in ``Dreg`` / ``Dboth`` and path-length regularisation (``pl_weight``) in ``Greg`` /
+``Gboth``, as in the host's own loss. Every discriminator input, the previous stage's fakes included, goes
+through ``augment_pipe``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import pickle
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal, Union
+
+import torch
+from torch import Tensor, nn
+
+from rankplug import functional as F
+from rankplug._validation import check_choice, check_markers, check_nonnegative, check_positive_int
+from rankplug.stages import freeze, marker_statistics, unwrap
+
+PHASES = ("Gmain", "Greg", "Gboth", "Dmain", "Dreg", "Dboth")
+
+#: What ``previous`` may be: a snapshot pickle's path, the snapshot's dict (``{"G": ..., "D": ...}``) or ``(G, D)``.
+PreviousStage = Union[str, "os.PathLike[str]", Mapping[str, nn.Module], Sequence[nn.Module], None]
+
+
+# ------------------------------------------------------------------------------------------------ host hooks
+def _host_report() -> Callable[[str, Any], Any]:
+    """The host's ``training_stats.report``, or a no-op when the host's ``torch_utils`` is not importable."""
+    try:
+        from torch_utils import training_stats
+    except ImportError:
+        return lambda name, value: value
+    return training_stats.report
+
+
+@contextlib.contextmanager
+def _fallback_ddp_sync(module: nn.Module, sync: bool) -> Iterator[None]:
+    # Without the host's helper: the same contract, no gradient all-reduce for a DDP module unless ``sync``.
+    if isinstance(module, nn.parallel.DistributedDataParallel) and not sync:
+        with module.no_sync():
+            yield
+    else:
+        yield
+
+
+def _host_ddp_sync() -> Callable[[nn.Module, bool], contextlib.AbstractContextManager[None]]:
+    """The host's ``misc.ddp_sync``, or an equivalent when the host's ``torch_utils`` is not importable."""
+    try:
+        from torch_utils import misc
+    except ImportError:
+        return _fallback_ddp_sync
+    return misc.ddp_sync
+
+
+# ---------------------------------------------------------------------------------------- previous snapshot
+def load_snapshot(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a host network snapshot (``network-snapshot-*.pkl``): a dict with ``G``, ``D``, ``G_ema``, ``augment_pipe``.
+
+    Uses the host's ``legacy.load_network_pkl`` when importable (it also converts old TensorFlow pickles), plain
+    :mod:`pickle` otherwise. Either way the host's modules must be importable. **A pickle runs code when it is
+    loaded: only load snapshots you trust.**
+
+    Example:
+        >>> import pickle, tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "snapshot.pkl"
+        >>> _ = path.write_bytes(pickle.dumps({"G": torch.nn.Linear(2, 2), "D": torch.nn.Linear(2, 1)}))
+        >>> sorted(load_snapshot(path))
+        ['D', 'G']
+    """
+    with open(path, "rb") as file:
+        try:
+            import legacy  # the host's loader, importable when the host repository is on sys.path
+        except ImportError:
+            data = pickle.load(file)
+        else:
+            data = legacy.load_network_pkl(file)
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{os.fspath(path)!r} holds a {type(data).__name__}; expected a snapshot dict with 'G' and 'D'")
+    return dict(data)
+
+
+def _previous_networks(previous: PreviousStage, generator_key: str) -> tuple[nn.Module, nn.Module]:
+    if isinstance(previous, (str, os.PathLike)):
+        previous = load_snapshot(previous)
+    if isinstance(previous, Mapping):
+        missing = [key for key in (generator_key, "D") if key not in previous]
+        if missing:
+            raise ValueError(f"the previous snapshot has no {missing}; it holds {sorted(previous)}")
+        generator, discriminator = previous[generator_key], previous["D"]
+    elif isinstance(previous, Sequence) and len(previous) == 2:
+        generator, discriminator = previous
+    else:
+        raise TypeError(
+            "previous must be None, a snapshot path, a snapshot dict with 'G' and 'D', or a (G, D) pair; "
+            f"got {type(previous).__name__}"
+        )
+    for name, module in (("previous generator", generator), ("previous discriminator", discriminator)):
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"the {name} must be a torch.nn.Module; got {type(module).__name__}")
+    return generator, discriminator
+
+
+# ------------------------------------------------------------------------------------------------- the loss
+class RankGANLoss:
+    r"""StyleGAN2-ADA loss for RankGAN / GoGAN stages (MATH §1-§3), with R1, path-length regularisation and ADA.
+
+    A drop-in for the host's ``training.loss.StyleGAN2Loss``: the same constructor arguments (the loop passes
+    ``device``, ``G_mapping``, ``G_synthesis``, ``D`` and ``augment_pipe``; the rest come from ``loss_kwargs``)
+    and the same ``accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, sync, gain)``, with the six
+    phases ``Gmain``, ``Greg``, ``Gboth``, ``Dmain``, ``Dreg``, ``Dboth``. Every loss is averaged over the
+    batch and multiplied by ``gain`` (the host's lazy-regularisation interval) before ``backward``.
+
+    .. math::
+        \text{stage 1:}\quad L_D = [\, D(G(z)) + \epsilon - D(x) \,]_+, \qquad L_G = -D(G(z))
+
+    .. math::
+        \text{RankGAN:}\quad L_D = [\, D_i(G_i(z)) - D_i(G_{i-1}(z)) \,]_+
+        + \lambda_{clamp} \big( [m_{high} - D_i(x)]_+ + [D_i(G_{i-1}(z)) - m_{low}]_+ \big),
+        \qquad L_G = [\, D_i(x) - D_i(G_i(z)) \,]_+
+
+    .. math::
+        \text{GoGAN:}\quad L_D = [\, D_{i+1}(G_{i+1}(z)) + \epsilon - D_{i+1}(x) \,]_+
+        + \lambda_2 [\, D_i(G_i(z)) + 2\epsilon - D_{i+1}(x) \,]_+, \qquad L_G = -D_{i+1}(G_{i+1}(z))
+
+    plus, as in the host, ``r1_gamma / 2 * ||grad_x D(x)||^2`` in ``Dreg`` and the path-length penalty
+    ``pl_weight * (||J_w^T y||_2 - a)^2`` in ``Greg``. Every ``D`` input is ``augment_pipe(img)``; R1 takes the
+    gradient with respect to the un-augmented reals, as the host does.
+
+    **The previous stage.** ``previous`` is the stage-``i-1`` snapshot pickle the host wrote (a path), its
+    loaded dict, or a ``(G, D)`` pair. Its networks are frozen copies (:func:`rankplug.stages.freeze`: eval
+    mode, ``requires_grad=False``), moved to ``device``, never DDP-wrapped, and run under ``torch.no_grad()``;
+    the same ``z`` (and the same style-mixing draw) feeds the live and the previous generator. With DDP the
+    live modules' gradients are all-reduced once per accumulation round through the host's ``misc.ddp_sync``:
+    the fake forwards run without sync and the last (real) forward with ``sync``, followed by one backward.
+
+    **Markers** (RankGAN, Eq. 6): ``m_high = stat D_{i-1}(aug(x))`` and ``m_low = stat D_{i-1}(aug(G_{i-1}(z)))``
+    with ``stat`` = ``marker_statistic`` (``"mean"`` as in the paper, or ``"median"`` as in the authors' code).
+    Pass them as ``markers=(m_high, m_low)``, or they are computed once, lazily, on the first ``Dmain`` /
+    ``Dboth`` call: from up to ``marker_batches`` batches of ``marker_data`` (an iterable of real image batches
+    in the host's ``[-1, 1]`` range, or ``(img, c)`` pairs) when given, else from that call's real batch; ``m_low``
+    uses ``marker_batches`` batches of fresh latents with that call's labels. Under ``torch.distributed`` the
+    statistic covers every rank's samples. Read them back from :attr:`markers`. Without ``marker_data`` the
+    real-side marker rests on one batch per rank: pass ``marker_data`` or ``markers`` for a stable estimate.
+
+    **ADA.** The host adapts the augmentation probability from ``Loss/signs/real``. Margin and ranking losses
+    leave the score's offset free (adding a constant to every score changes nothing), so the sign of the raw
+    score says nothing about over-fitting. With ``sign_reference="midpoint"`` (default) the signs are taken
+    relative to the midpoint ``(mean D(x) + mean D(G(z))) / 2`` of the latest ``Dmain`` batch, the analogue of
+    the logistic loss's decision boundary at 0; ``"zero"`` reports ``sign(D(x))`` as the host's own loss does.
+
+    Statistics reported through the host's ``training_stats.report`` (the host's names, plus rankplug's own):
+    ``Loss/scores/fake``, ``Loss/signs/fake``, ``Loss/scores/real``, ``Loss/signs/real``, ``Loss/G/loss``,
+    ``Loss/D/loss``, ``Loss/r1_penalty``, ``Loss/D/reg``, ``Loss/pl_penalty``, ``Loss/G/reg``; from stage 2 on
+    also ``Loss/scores/prev_fake`` (the critic of the loss on the previous stage's fakes) and, for RankGAN,
+    ``Loss/markers/high`` and ``Loss/markers/low``.
+
+    Args:
+        device: the device of the live networks (the host passes it).
+        G_mapping: the live mapping network ``(z, c) -> ws``, possibly DDP-wrapped.
+        G_synthesis: the live synthesis network ``ws -> img``, possibly DDP-wrapped.
+        D: the live discriminator ``(img, c) -> (N, 1)``, possibly DDP-wrapped.
+        augment_pipe: the host's ``AugmentPipe`` (or any ``img -> img`` module), or ``None``.
+        style_mixing_prob: probability of mixing two latents' styles at a random layer, as in the host.
+        r1_gamma: R1 weight ``gamma``; 0 disables R1.
+        pl_batch_shrink: the path-length batch is ``N // pl_batch_shrink`` (at least 1).
+        pl_decay: decay of the running path-length target ``a``.
+        pl_weight: path-length weight; 0 disables it.
+        previous: the previous stage (see above); ``None`` trains stage 1.
+        variant: ``"rankgan"`` or ``"gogan"``, for stages ``>= 2``.
+        margin: ``epsilon >= 0`` of the stage-1 margin loss and of GoGAN.
+        clamp_weight: RankGAN's ``lambda_clamp >= 0`` (paper 1000, authors' code 1).
+        rank_weight: GoGAN's ``lambda_2 >= 0``.
+        markers: RankGAN's ``(m_high, m_low)``; computed lazily when ``None``.
+        marker_statistic: ``"mean"`` or ``"median"``.
+        marker_data: optional iterable of real batches for the markers.
+        marker_batches: how many batches the lazy markers use.
+        sign_reference: ``"midpoint"`` or ``"zero"``, for ``Loss/signs/*``.
+        previous_generator: which snapshot entry is ``G_{i-1}``: ``"G"`` (the trained weights, default, as
+            RankGAN freezes the live networks) or ``"G_ema"``.
+        report: where statistics go, ``report(name, value)``; ``None`` (default) uses the host's
+            ``torch_utils.training_stats.report`` (a no-op without the host). rankplug's own loop passes its sink.
+
+    Example:
+        >>> G = torch.nn.Linear(4, 3)  # stand-ins for (z, c) -> ws, ws -> img and (img, c) -> score
+        >>> mapping = lambda z, c, **kwargs: G(z).unsqueeze(1)
+        >>> synthesis = lambda ws, **kwargs: ws[:, 0].reshape(-1, 3, 1, 1)
+        >>> D = lambda img, c: img.flatten(1).sum(1, keepdim=True)
+        >>> loss = RankGANLoss("cpu", mapping, synthesis, D, style_mixing_prob=0, r1_gamma=1.0, pl_weight=0)
+        >>> real, z, c = torch.randn(8, 3, 1, 1), torch.randn(8, 4), torch.zeros(8, 0)
+        >>> loss.accumulate_gradients("Gboth", real, c, z, c, sync=True, gain=1)
+        >>> G.weight.grad.shape
+        torch.Size([3, 4])
+        >>> loss.stage
+        1
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        G_mapping: Callable[..., Tensor],
+        G_synthesis: Callable[..., Tensor],
+        D: Callable[..., Tensor],
+        augment_pipe: Callable[[Tensor], Tensor] | None = None,
+        style_mixing_prob: float = 0.9,
+        r1_gamma: float = 10,
+        pl_batch_shrink: int = 2,
+        pl_decay: float = 0.01,
+        pl_weight: float = 2,
+        *,
+        previous: PreviousStage = None,
+        variant: Literal["rankgan", "gogan"] = "rankgan",
+        margin: float = 1.0,
+        clamp_weight: float = 1000.0,
+        rank_weight: float = 1.0,
+        markers: tuple[float, float] | None = None,
+        marker_statistic: Literal["mean", "median"] = "mean",
+        marker_data: Iterable[Any] | None = None,
+        marker_batches: int = 4,
+        sign_reference: Literal["midpoint", "zero"] = "midpoint",
+        previous_generator: Literal["G", "G_ema"] = "G",
+        report: Callable[[str, Any], Any] | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.G_mapping = G_mapping
+        self.G_synthesis = G_synthesis
+        self.D = D
+        self.augment_pipe = augment_pipe
+        self.style_mixing_prob = check_nonnegative(style_mixing_prob, "style_mixing_prob")
+        self.r1_gamma = check_nonnegative(r1_gamma, "r1_gamma")
+        self.pl_batch_shrink = check_positive_int(pl_batch_shrink, "pl_batch_shrink")
+        self.pl_decay = check_nonnegative(pl_decay, "pl_decay")
+        self.pl_weight = check_nonnegative(pl_weight, "pl_weight")
+        self.variant = check_choice(variant, "variant", ("rankgan", "gogan"))
+        self.margin = check_nonnegative(margin, "margin")
+        self.clamp_weight = check_nonnegative(clamp_weight, "clamp_weight")
+        self.rank_weight = check_nonnegative(rank_weight, "rank_weight")
+        self.marker_statistic = check_choice(marker_statistic, "marker_statistic", ("mean", "median"))
+        self.marker_data = marker_data
+        self.marker_batches = check_positive_int(marker_batches, "marker_batches")
+        self.sign_reference = check_choice(sign_reference, "sign_reference", ("midpoint", "zero"))
+        previous_generator = check_choice(previous_generator, "previous_generator", ("G", "G_ema"))
+        self.report = report
+        self.markers: tuple[float, float] | None = None
+        if markers is not None:
+            if not (isinstance(markers, Sequence) and len(markers) == 2):
+                raise ValueError(f"markers must be a pair (m_high, m_low); got {markers!r}")
+            self.markers = check_markers(markers[0], markers[1])
+        # The running path-length target ``a``, as in the host's loss; a constant for the gradient.
+        self.pl_mean = torch.zeros([], device=self.device)
+        # Reference level for Loss/signs/*: the latest Dmain batch's real/fake midpoint (see sign_reference).
+        self.sign_midpoint: float | None = None
+        self.previous_G: nn.Module | None = None
+        self.previous_D: nn.Module | None = None
+        if previous is not None:
+            generator, discriminator = _previous_networks(previous, previous_generator)
+            # Frozen deep copies: the host's requires_grad_(True) on the live phase module never reaches them,
+            # and they are plain modules, so DDP never sees them.
+            self.previous_G = freeze(generator).to(self.device)
+            self.previous_D = freeze(discriminator).to(self.device)
+
+    # ---------------------------------------------------------------------------------------------- helpers
+    @property
+    def stage(self) -> int:
+        """1 without a previous stage, else 2 (the loss only needs to know whether a previous stage exists)."""
+        return 1 if self.previous_G is None else 2
+
+    def _augment(self, img: Tensor) -> Tensor:
+        return img if self.augment_pipe is None else self.augment_pipe(img)
+
+    def _mix_styles(self, ws: Tensor, z: Tensor, c: Tensor, mapping: Callable[..., Tensor]) -> tuple[Tensor, Any]:
+        """Style mixing as in the host: from a random layer on, the ws of a second latent take over."""
+        num_ws = ws.shape[1]
+        if self.style_mixing_prob <= 0 or num_ws < 2 or float(torch.rand([])) >= self.style_mixing_prob:
+            return ws, None
+        cutoff = int(torch.randint(1, num_ws, []))
+        z2 = torch.randn_like(z)
+        ws2 = mapping(z2, c, skip_w_avg_update=True)
+        return torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1), (z2, cutoff)
+
+    def _run_generator(self, z: Tensor, c: Tensor, sync: bool) -> tuple[Tensor, Tensor, Any]:
+        ddp_sync = _host_ddp_sync()
+        with ddp_sync(self.G_mapping, sync):
+            ws = self.G_mapping(z, c)
+            ws, mix = self._mix_styles(ws, z, c, self.G_mapping)
+        with ddp_sync(self.G_synthesis, sync):
+            img = self.G_synthesis(ws)
+        return img, ws, mix
+
+    def _run_previous_generator(self, z: Tensor, c: Tensor, mix: Any) -> Tensor:
+        """``G_{i-1}(z)`` under no_grad, with the live generator's style-mixing draw so both see the same latents."""
+        generator = self.previous_G
+        assert generator is not None  # callers check the stage; an internal invariant, not user input
+        with torch.no_grad():
+            mapping, synthesis = getattr(generator, "mapping", None), getattr(generator, "synthesis", None)
+            if mapping is None or synthesis is None:
+                return generator(z, c)  # a generator without the host's split: no style mixing to repeat
+            ws = mapping(z, c)
+            if mix is not None:
+                z2, cutoff = mix
+                ws = torch.cat([ws[:, :cutoff], mapping(z2, c, skip_w_avg_update=True)[:, cutoff:]], dim=1)
+            return synthesis(ws)
+
+    def _run_discriminator(self, img: Tensor, c: Tensor, sync: bool) -> Tensor:
+        img = self._augment(img)
+        with _host_ddp_sync()(self.D, sync):
+            return self.D(img, c)
+
+    def _run_previous_discriminator(self, img: Tensor, c: Tensor) -> Tensor:
+        discriminator = self.previous_D
+        assert discriminator is not None
+        with torch.no_grad():
+            return discriminator(self._augment(img), c)
+
+    def _signs(self, scores: Tensor) -> Tensor:
+        reference = self.sign_midpoint if self.sign_reference == "midpoint" and self.sign_midpoint is not None else 0.0
+        return (scores.detach() - reference).sign()
+
+    # ---------------------------------------------------------------------------------------------- markers
+    def _marker_batches(self, real_img: Tensor, real_c: Tensor) -> list[tuple[Tensor, Tensor]]:
+        if self.marker_data is None:
+            return [(real_img, real_c)]
+        batches = []
+        for batch in self.marker_data:
+            img, c = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
+            img = img.to(self.device, torch.float32)
+            if c is None:
+                c = real_c[:1].new_zeros(img.shape[0], real_c.shape[1])  # unconditional data: empty labels
+            batches.append((img, c.to(self.device)))
+            if len(batches) == self.marker_batches:
+                break
+        if not batches:
+            raise ValueError("marker_data is empty; expected at least one batch of real images")
+        return batches
+
+    def compute_markers(self, real_img: Tensor, real_c: Tensor, gen_c: Tensor) -> tuple[float, float]:
+        """RankGAN's markers (Eq. 6) with the frozen previous stage; see the class docstring. Stored in :attr:`markers`.
+
+        Shape:
+            - real_img: ``(N, C, H, W)``; real_c, gen_c: ``(N, c_dim)``. Output: ``(m_high, m_low)``.
+        """
+        if self.previous_G is None:
+            raise ValueError("markers need a previous stage; stage 1 (previous=None) has none")
+        real_scores, fake_scores = [], []
+        with torch.no_grad():
+            for img, c in self._marker_batches(real_img, real_c):
+                real_scores.append(self._run_previous_discriminator(img, c).flatten(1).mean(1))
+            z_dim = self._z_dim()
+            for _ in range(self.marker_batches):
+                z = torch.randn(gen_c.shape[0], z_dim, device=self.device)
+                fake = self._run_previous_generator(z, gen_c, None)
+                fake_scores.append(self._run_previous_discriminator(fake, gen_c).flatten(1).mean(1))
+        high, low = marker_statistics(torch.cat(real_scores), torch.cat(fake_scores), statistic=self.marker_statistic)
+        if low > high:
+            raise ValueError(
+                f"the previous stage's discriminator scores its fakes above the real data (m_low={low:.4g} > "
+                f"m_high={high:.4g}); RankGAN's clamp needs m_low <= m_high: train the previous stage longer or "
+                "pass markers=(m_high, m_low)"
+            )
+        self.markers = (high, low)
+        return self.markers
+
+    def _z_dim(self) -> int:
+        for module in (self.previous_G, unwrap(self.G_mapping) if isinstance(self.G_mapping, nn.Module) else None):
+            z_dim = getattr(module, "z_dim", None)
+            if isinstance(z_dim, int):
+                return z_dim
+        raise ValueError("cannot tell z_dim: neither the previous generator nor G_mapping has a z_dim attribute")
+
+    # ------------------------------------------------------------------------------------------------ phases
+    def accumulate_gradients(
+        self,
+        phase: str,
+        real_img: Tensor,
+        real_c: Tensor,
+        gen_z: Tensor,
+        gen_c: Tensor,
+        sync: bool,
+        gain: float,
+    ) -> None:
+        """Run one phase on one accumulation round and call ``backward`` on its loss times ``gain``.
+
+        Args:
+            phase: ``"Gmain"``, ``"Greg"``, ``"Gboth"``, ``"Dmain"``, ``"Dreg"`` or ``"Dboth"``.
+            real_img: real images in ``[-1, 1]``, ``(N, C, H, W)``.
+            real_c: their labels, ``(N, c_dim)`` (``c_dim`` may be 0).
+            gen_z: latents, ``(N, z_dim)``.
+            gen_c: labels for the generated images, ``(N, c_dim)``.
+            sync: whether this round's backward all-reduces the gradients (the last round of a phase).
+            gain: the multiplier of every loss term (the host passes the phase's interval).
+        """
+        if phase not in PHASES:
+            raise ValueError(f"phase must be one of {', '.join(PHASES)}; got {phase!r}")
+        do_gmain = phase in ("Gmain", "Gboth")
+        do_gpl = phase in ("Greg", "Gboth") and self.pl_weight != 0
+        do_dmain = phase in ("Dmain", "Dboth")
+        do_dr1 = phase in ("Dreg", "Dboth") and self.r1_gamma != 0
+        report = self.report if self.report is not None else _host_report()
+        if do_gmain:
+            # When the path-length pass follows, it syncs G's gradients; this pass only accumulates them locally.
+            self._generator_main(real_img, real_c, gen_z, gen_c, sync and not do_gpl, gain, report)
+        if do_gpl:
+            self._path_length(gen_z, gen_c, sync, gain, report)
+        if do_dmain or do_dr1:
+            self._discriminator(real_img, real_c, gen_z, gen_c, sync, gain, report, main=do_dmain, r1=do_dr1)
+
+    def _generator_main(
+        self, real_img: Tensor, real_c: Tensor, gen_z: Tensor, gen_c: Tensor, sync: bool, gain: float, report: Any
+    ) -> None:
+        fake_img, _, _ = self._run_generator(gen_z, gen_c, sync)
+        fake_scores = self._run_discriminator(fake_img, gen_c, sync=False)  # D does not train in a G phase
+        report("Loss/scores/fake", fake_scores)
+        report("Loss/signs/fake", self._signs(fake_scores))
+        if self.previous_G is not None and self.variant == "rankgan":
+            with torch.no_grad():  # D_i(x) is a target for G: no graph
+                real_scores = self._run_discriminator(real_img, real_c, sync=False)
+            loss = F.stage_rank_generator_loss(real_scores, fake_scores, reduction="none")  # RankGAN Eq. 4
+        else:
+            loss = F.wgan_generator_loss(fake_scores, reduction="none")  # GoGAN Sec. 3.2
+        report("Loss/G/loss", loss)
+        loss.mean().mul(gain).backward()
+
+    def _path_length(self, gen_z: Tensor, gen_c: Tensor, sync: bool, gain: float, report: Any) -> None:
+        # StyleGAN2's path-length regulariser: for y ~ N(0, I) / sqrt(H W), the per-sample length ||J_w^T y||
+        # (squared over w_dim, averaged over the ws) should stay at its running mean a.
+        n = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
+        img, ws, _ = self._run_generator(gen_z[:n], gen_c[:n], sync)
+        noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+        (grad_ws,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+        lengths = grad_ws.square().sum(2).mean(1).sqrt()
+        target = torch.lerp(self.pl_mean, lengths.mean().detach(), self.pl_decay)
+        self.pl_mean.copy_(target)
+        penalty = (lengths - target).square()
+        report("Loss/pl_penalty", penalty)
+        loss = penalty * self.pl_weight
+        report("Loss/G/reg", loss)
+        # The 0 * img term puts every synthesis parameter in the graph (the toRGB bias does not reach J^T y);
+        # otherwise DDP would wait forever for gradients of unused parameters.
+        (loss.mean() + 0.0 * img.mean()).mul(gain).backward()
+
+    def _discriminator_main_scores(self, gen_z: Tensor, gen_c: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """``D(aug(G(z)))`` and, from stage 2, the previous-stage scores the variant needs (all without sync)."""
+        with torch.no_grad():  # G does not train in a D phase
+            fake_img, _, mix = self._run_generator(gen_z, gen_c, sync=False)
+            prev_img = None if self.previous_G is None else self._run_previous_generator(gen_z, gen_c, mix)
+        fake_scores = self._run_discriminator(fake_img, gen_c, sync=False)
+        if prev_img is None:
+            return fake_scores, None, None
+        if self.variant == "rankgan":
+            # RankGAN: the *current* D_i scores G_{i-1}(z), with a gradient into D_i.
+            return fake_scores, prev_img, self._run_discriminator(prev_img, gen_c, sync=False)
+        # GoGAN: the *frozen previous* D_i scores G_i(z), with no gradient.
+        return fake_scores, prev_img, self._run_previous_discriminator(prev_img, gen_c)
+
+    def _discriminator(
+        self,
+        real_img: Tensor,
+        real_c: Tensor,
+        gen_z: Tensor,
+        gen_c: Tensor,
+        sync: bool,
+        gain: float,
+        report: Any,
+        *,
+        main: bool,
+        r1: bool,
+    ) -> None:
+        if main and self.previous_G is not None and self.variant == "rankgan" and self.markers is None:
+            self.compute_markers(real_img, real_c, gen_c)
+        fake_scores = prev_scores = None
+        if main:
+            fake_scores, _, prev_scores = self._discriminator_main_scores(gen_z, gen_c)
+        # The real forward comes last and alone carries ``sync``: DDP then all-reduces once, in the single
+        # backward below, the gradients accumulated from all of this round's forwards.
+        real = real_img.detach().requires_grad_(r1)
+        real_scores = self._run_discriminator(real, real_c, sync=sync)
+        if fake_scores is not None:
+            self.sign_midpoint = float((real_scores.detach().mean() + fake_scores.detach().mean()) / 2)
+            report("Loss/scores/fake", fake_scores)
+            report("Loss/signs/fake", self._signs(fake_scores))
+        report("Loss/scores/real", real_scores)
+        report("Loss/signs/real", self._signs(real_scores))
+        # 0 * scores keeps every D parameter in the graph even when only R1 runs (DDP needs all of them).
+        total = 0.0 * real_scores.flatten(1).mean(1)
+        if main:
+            assert fake_scores is not None
+            loss = self._discriminator_loss(real_scores, fake_scores, prev_scores, report)
+            report("Loss/D/loss", loss)
+            total = total + loss
+        if r1:
+            (grad,) = torch.autograd.grad(real_scores.sum(), real, create_graph=True)
+            penalty = grad.square().flatten(1).sum(1)
+            report("Loss/r1_penalty", penalty)
+            reg = penalty * (self.r1_gamma / 2)
+            report("Loss/D/reg", reg)
+            total = total + reg
+        total.mean().mul(gain).backward()
+
+    def _discriminator_loss(
+        self, real_scores: Tensor, fake_scores: Tensor, prev_scores: Tensor | None, report: Any
+    ) -> Tensor:
+        """The per-sample ``Dmain`` loss of the stage and variant (the class docstring's ``L_D``), shape ``(N,)``."""
+        if prev_scores is None:
+            return F.hinge_margin_loss(real_scores, fake_scores, margin=self.margin, reduction="none")
+        report("Loss/scores/prev_fake", prev_scores)
+        if self.variant == "gogan":
+            return F.gogan_rank_loss(
+                real_scores,
+                fake_scores,
+                prev_scores,
+                margin=self.margin,
+                rank_weight=self.rank_weight,
+                reduction="none",
+            )
+        assert self.markers is not None
+        m_high, m_low = self.markers
+        report("Loss/markers/high", [m_high])
+        report("Loss/markers/low", [m_low])
+        return F.stage_rank_loss(
+            real_scores,
+            fake_scores,
+            prev_scores,
+            m_high=m_high,
+            m_low=m_low,
+            clamp_weight=self.clamp_weight,
+            reduction="none",
+        )
+
+
+__all__ = ["PHASES", "RankGANLoss", "load_snapshot"]

@@ -1,0 +1,1 @@
+"""Stand-in for upstream ``torch_utils``."""
