@@ -20,6 +20,7 @@ def _doctest_namespace(doctest_namespace: dict) -> None:
     for name in rankplug.functional.__all__:
         doctest_namespace[name] = getattr(rankplug.functional, name)
 
+
 # Stand-ins of upstream scripts and the programs run in subprocesses are not test modules: pytest's doctest
 # collection must not import them (a stand-in main.py trains at import, as the upstream script does).
 collect_ignore_glob = ["tests/standins/*", "tests/stage_programs/*", "examples/*", "experiments/*", "tools/*"]
