@@ -62,6 +62,7 @@ def test_wheel_ships_integrations_inside_rankplug_only(wheel):
     assert "rankplug/integrations/__init__.py" in names
     assert "rankplug/py.typed" in names
     assert "rankplug/functional/angular.py" in names
+    assert "rankplug/eval/completion.py" in names
     top_level = {n.split("/")[0] for n in names if not n.startswith("rankplug-")}
     assert top_level == {"rankplug"}, top_level
 
