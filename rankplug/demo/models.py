@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from rankplug._validation import check_positive_int
+from rankplug.heads import TripletMetricDiscriminatorHead
 
 SIZES = (16, 32)
 
@@ -63,16 +64,24 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """DCGAN-style critic without normalisation: stride-2 convolutions with LeakyReLU, then a linear score.
 
+    With ``embed_dim`` set, the linear score is replaced by MBGAN's embedding head
+    (:class:`rankplug.TripletMetricDiscriminatorHead`, MATH §5) and the output is an embedding.
+
     Args:
         ndf: width of the first convolution (doubled at each further one).
         size: input side, 16 or 32.
         channels: input channels.
+        embed_dim: ``K`` of MBGAN's embedding head; ``None`` for a score.
+        alpha: MBGAN's margin weight (Eq. 4), used only with ``embed_dim``.
 
     Shape:
-        - Input: ``(N, channels, size, size)``. Output: ``(N, 1)`` raw scores (higher means more real).
+        - Input: ``(N, channels, size, size)``. Output: ``(N, 1)`` raw scores (higher means more real), or
+          ``(N, embed_dim)`` embeddings.
     """
 
-    def __init__(self, ndf: int = 32, size: int = 16, channels: int = 1) -> None:
+    def __init__(
+        self, ndf: int = 32, size: int = 16, channels: int = 1, *, embed_dim: int | None = None, alpha: float = 20.0
+    ) -> None:
         super().__init__()
         ndf = check_positive_int(ndf, "ndf")
         self.size = _check_size(size)
@@ -84,7 +93,11 @@ class Discriminator(nn.Module):
             layers += [nn.Conv2d(width_in, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
             width_in, width = width, width * 2
         self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(width_in * 16, 1)
+        self.head: nn.Module
+        if embed_dim is None:
+            self.head = nn.Linear(width_in * 16, 1)
+        else:
+            self.head = TripletMetricDiscriminatorHead(width_in * 16, embed_dim=embed_dim, alpha=alpha)
 
     def forward(self, x: Tensor) -> Tensor:
         expected = (self.channels, self.size, self.size)
@@ -93,4 +106,33 @@ class Discriminator(nn.Module):
         return self.head(self.body(x).flatten(1))
 
 
-__all__ = ["Discriminator", "Generator"]
+class Encoder(nn.Module):
+    """RankGAN's optional encoder ``E`` (Sec. 3.3): the critic's convolutions, then ``(mu, logvar)`` of ``q(z | x)``.
+
+    Args:
+        nz: latent dimension.
+        ndf: width of the first convolution (doubled at each further one).
+        size: input side, 16 or 32.
+        channels: input channels.
+
+    Shape:
+        - Input: ``(N, channels, size, size)``. Output: ``(mu, logvar)``, each ``(N, nz)``.
+    """
+
+    def __init__(self, nz: int = 32, ndf: int = 32, size: int = 16, channels: int = 1) -> None:
+        super().__init__()
+        self.nz = check_positive_int(nz, "nz")
+        trunk = Discriminator(ndf=ndf, size=size, channels=channels)
+        self.body = trunk.body
+        self.size, self.channels = trunk.size, trunk.channels
+        self.head = nn.Linear(trunk.head.in_features, 2 * self.nz)  # type: ignore[arg-type]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        expected = (self.channels, self.size, self.size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"x has shape {tuple(x.shape)}; expected (N, {', '.join(map(str, expected))})")
+        mu, logvar = self.head(self.body(x).flatten(1)).chunk(2, dim=1)
+        return mu, logvar
+
+
+__all__ = ["Discriminator", "Encoder", "Generator"]
