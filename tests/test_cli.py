@@ -1,0 +1,143 @@
+"""The ``rankplug`` command in quick mode: demo outputs and resume, train / eval / complete, bad arguments."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rankplug.cli import main
+from rankplug.demo import job
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+QUICK_TRAIN = ["--stages", "2", "--steps-per-stage", "2", "--log-every", "1", "--batch-size", "8", "--no-progress"]
+QUICK_EVAL = ["--completion-images", "4", "--completion-steps", "2", "--fid-samples", "40", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def _shared_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # one reference digits classifier for the whole module, never the user's ~/.cache
+    monkeypatch.setenv("RANKPLUG_CACHE", str(tmp_path_factory.getbasetemp() / "rankplug-cache"))
+
+
+def _is_png(path: Path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("demo") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RANKPLUG_CACHE", str(tmp_path_factory.getbasetemp() / "rankplug-cache"))
+        assert main(["demo", "--dir", str(directory), "--quick", "--no-progress"]) == 0
+    return directory
+
+
+def test_demo_writes_everything_the_issue_lists(demo_dir: Path) -> None:
+    for run in ("rankgan", "baseline"):
+        for stage in (1, 2, 3):
+            assert _is_png(demo_dir / run / f"samples-stage{stage}.png")
+            assert (demo_dir / run / f"models-stage{stage}.pt").is_file()  # a checkpoint per stage
+    assert _is_png(demo_dir / "score_ladder.png")
+    metrics = json.loads((demo_dir / "metrics.json").read_text())
+    assert set(metrics["runs"]) == {"rankgan", "baseline"}
+    rankgan = metrics["runs"]["rankgan"]
+    assert [g["stage"] for g in rankgan["gap_per_stage"]] == [1, 2, 3]
+    # stages 2-3 of RankGAN log the third rung D(G_{i-1}(z)); the baseline has none
+    assert rankgan["gap_per_stage"][0]["prev_fake_end"] is None
+    assert all(g["prev_fake_end"] is not None for g in rankgan["gap_per_stage"][1:])
+    assert all(g["prev_fake_end"] is None for g in metrics["runs"]["baseline"]["gap_per_stage"])
+    # same compute: the baseline made exactly as many generator steps
+    assert metrics["runs"]["baseline"]["generator_steps"] == rankgan["generator_steps"] == 3 * 4
+    for entry in rankgan["stages"]:
+        assert entry["digits_fid"] > 0
+        assert len(entry["completion"]["psnr"]) == 5
+    report = (demo_dir / "report.md").read_text()
+    assert "| rankgan | 3 |" in report and "| baseline | 3 |" in report
+    assert "score_ladder.png" in report and "rankgan/samples-stage3.png" in report
+
+
+def test_demo_resumes_and_says_so(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (demo_dir / "rankgan" / "models-stage3.pt").read_bytes()
+    assert main(["demo", "--dir", str(demo_dir), "--quick", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "resuming" in err and "last checkpoint" in err
+    assert (demo_dir / "rankgan" / "models-stage3.pt").read_bytes() == before  # nothing retrained
+
+
+def test_demo_refuses_other_settings_in_the_same_directory(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--dir", str(demo_dir), "--quick", "--seed", "3", "--no-progress"]) == 2
+    assert "seed=0" in capsys.readouterr().err
+
+
+def test_train_eval_complete_on_one_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "mbgan"
+    assert main(["train", "--dir", str(run), "--method", "mbgan", *QUICK_TRAIN]) == 0
+    assert "rankplug eval" in capsys.readouterr().out
+    assert main(["eval", str(run), *QUICK_EVAL]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n| ") >= 2 and "| 2 | 4 |" in out
+    first = json.loads((run / "eval-stage2.json").read_text())
+    assert main(["eval", str(run), *QUICK_EVAL]) == 0  # read back, not recomputed
+    assert json.loads((run / "eval-stage2.json").read_text()) == first
+    assert (
+        main(["complete", str(run), "--images", "3", "--steps", "2", "--coverages", "0.25", "0.49", "--no-progress"])
+        == 0
+    )
+    table = capsys.readouterr().out
+    assert "| stage 1 |" in table and "| stage 2 |" in table and "49%" in table
+    assert _is_png(run / "completion.png") and (run / "completion.md").is_file()
+
+
+def test_train_refuses_a_directory_with_other_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "dcgan"
+    assert main(["train", "--dir", str(run), "--method", "dcgan", *QUICK_TRAIN]) == 0
+    capsys.readouterr()
+    assert main(["train", "--dir", str(run), "--method", "wgan-gp", *QUICK_TRAIN]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "'dcgan' there, 'wgan-gp' now" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--dir", "x", "--steps-per-stage", "0"], "expected a positive integer; got 0"),
+        (["train", "--dir", "x", "--method", "lsgan"], "invalid choice: 'lsgan'"),
+        (["demo", "--size", "24"], "invalid choice: 24"),
+        (["complete", "x", "--coverages", "1.5"], "a coverage is a fraction in (0, 1); got 1.5"),
+    ],
+)
+def test_bad_arguments_are_named(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_inputs_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--dir", str(tmp_path / "r"), "--data", "folder"]) == 2
+    assert "--data folder needs --data-root" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_steps_per_stage_fit_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    images = torch.rand(64, 1, 16, 16) * 2 - 1
+    messages: list[str] = []
+    steps, rate = job.choose_steps_per_stage(images, budget_seconds=60, stages=3, baseline=True, echo=messages.append)
+    assert rate > 0 and steps % 10 == 0 and 20 <= steps <= 300
+    # 1 + 1.3 * 2 stage-1 equivalents for RankGAN plus 3 for the baseline
+    assert steps == max(20, min(300, int(60 * rate / (1 + 2 * job.STAGE_COST + 3)) // 10 * 10))
+    assert "steps per stage fit 60 s" in messages[0]
+
+
+def test_python_dash_m_rankplug_runs_the_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "rankplug", "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0
+    assert "{demo,train,eval,complete}" in result.stdout
