@@ -35,3 +35,41 @@ def test_stage_loop_example_runs_and_ranks_the_stages(tmp_path, monkeypatch):
 
 def test_readme_shows_the_test_command():
     assert "python -m pytest" in README.read_text()
+
+
+def _readme_commands() -> list[str]:
+    """Every ``rankplug ...`` command in the README's bash blocks, without comments."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.DOTALL):
+        for line in block.splitlines():
+            for part in line.split("#")[0].split("&&"):
+                part = part.strip()
+                if part.startswith("rankplug "):
+                    commands.append(part)
+    return commands
+
+
+def test_readme_quick_start_installs_the_demo_extra_and_runs_the_demo():
+    import tomllib
+
+    pyproject = tomllib.loads((README.parent / "pyproject.toml").read_text())
+    quick_start = README.read_text().split("## Quick start", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    demo_line, test_line = quick_start.strip().splitlines()[:2]
+    assert demo_line.startswith('pip install ".[demo]" && rankplug demo')
+    assert test_line.startswith('pip install -e ".[test]" && python -m pytest')
+    assert pyproject["project"]["scripts"]["rankplug"] == "rankplug.cli:main"
+    demo_extra = " ".join(pyproject["project"]["optional-dependencies"]["demo"])
+    for needed in ("scikit-learn", "matplotlib", "pillow", "kornia"):
+        assert needed in demo_extra
+
+
+def test_every_readme_command_parses():
+    import shlex
+
+    from rankplug.cli import build_parser
+
+    commands = _readme_commands()
+    assert {c.split()[1] for c in commands} == {"demo", "train", "eval", "complete"}
+    parser = build_parser()
+    for command in commands:
+        parser.parse_args(shlex.split(command)[1:])  # exits with status 2 on an unknown option

@@ -259,6 +259,7 @@ def evaluate_run(
     fid_samples: int = 1000,
     inception_weights: str | None = None,
     grid_seed: int = 1234,
+    perceptual_weight: float | None = None,
     progress: bool = True,
     force: bool = False,
     echo: Printer = _echo,
@@ -268,7 +269,9 @@ def evaluate_run(
     Per stage: the gap at the end of the stage (mean of its last 5 records), digits-FID of ``fid_samples``
     samples against the held-out digits (digits data only), and the completion table
     (:func:`rankplug.eval.completion_table`, MATH §7) on the first ``completion_images`` held-out images,
-    every stage starting from the same ``z``; with an encoder, ``z`` starts at the encoder's ``mu``. A
+    every stage starting from the same ``z``; with an encoder, ``z`` starts at the encoder's ``mu``. The
+    perceptual term's weight is ``perceptual_weight``, by default GoGAN's 0.1; it is always 0 for ``mbgan``,
+    whose critic gives an embedding, not a score. A
     stage whose ``eval-stage{i}.json`` matches its checkpoint and these settings is read back, not recomputed,
     unless ``force``. Inception FID / IS are added when ``inception_weights`` (or the torch cache) has them.
 
@@ -299,6 +302,7 @@ def evaluate_run(
         "fid_samples": fid_samples,
         "grid_seed": grid_seed,
         "inception": inception_weights is not None,
+        "perceptual_weight": perceptual_weight,
     }
     history_path = run_dir / "history.json"
     history = json.loads(history_path.read_text()) if history_path.is_file() else {"stages": []}
@@ -336,14 +340,15 @@ def evaluate_run(
         if E is not None:
             with torch.no_grad():
                 init = E(targets)[0]
-        scores: Any = D.head if info["settings"]["method"] == "mbgan" else D
+        mbgan = info["settings"]["method"] == "mbgan"
+        weight = 0.0 if mbgan else (0.1 if perceptual_weight is None else perceptual_weight)
         rows = completion_table(
-            {f"stage {stage}": (G, None if info["settings"]["method"] == "mbgan" else scores)},
+            {f"stage {stage}": (G, None if weight == 0 else D)},
             targets,
             coverages=coverage_list,
             latent_shape=(nz,),
             steps=completion_steps,
-            perceptual_weight=0.0 if info["settings"]["method"] == "mbgan" else 0.1,
+            perceptual_weight=weight,
             init_latents=None if init is None else {f"stage {stage}": init},
         )
         entry["completion"] = {k: rows[0][k] for k in ("coverages", "psnr", "ssim", "hole_psnr")}
