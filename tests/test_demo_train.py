@@ -131,3 +131,48 @@ def test_markers_out_of_order_fall_back_to_a_valid_pair(images: torch.Tensor) ->
     info.effective_markers["2"] = [0.5, -0.5]
     (high, low), fixed = _markers_for_stage(manager, x, 16, info)
     assert fixed and (high, low) == (0.5, -0.5)
+
+
+def test_stage_models_round_trip_with_encoder_and_mbgan_head(images: torch.Tensor, tmp_path: Path) -> None:
+    from rankplug.demo.train import load_stage_models
+    from rankplug.heads import TripletMetricDiscriminatorHead
+
+    result = train("mbgan", images=images, encoder=True, encoder_epochs=1, directory=tmp_path, **QUICK)
+    G, D, E, info = load_stage_models(tmp_path / "models-stage2.pt")
+    assert info["stage"] == 2 and info["generator_steps"] == 6 and info["settings"]["method"] == "mbgan"
+    assert isinstance(D.head, TripletMetricDiscriminatorHead) and D(images[:3]).shape == (3, 500)
+    mu, logvar = E(images[:3])
+    assert mu.shape == logvar.shape == (3, 32)
+    z = torch.randn(4, 32)
+    with torch.no_grad():
+        assert torch.equal(G(z), result["generator"](z))  # the saved weights are the trained ones
+    for name, module in (("G", G), ("D", D), ("E", E)):
+        assert not module.training and not any(p.requires_grad for p in module.parameters()), name
+
+
+def test_encoder_draws_the_latents(images: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+    original = StageManager.sample_latent
+
+    def spy(self: StageManager, n: int, real: Any = None) -> torch.Tensor:
+        seen.append(real is not None)
+        return original(self, n, real=real)
+
+    monkeypatch.setattr(StageManager, "sample_latent", spy)
+    train("rankgan", images=images, encoder=True, encoder_epochs=1, **QUICK)
+    assert seen and all(seen)
+
+
+def test_load_stage_models_refuses_other_files(tmp_path: Path) -> None:
+    from rankplug._checkpoint import CheckpointError, atomic_save
+    from rankplug.demo.train import load_stage_models
+
+    atomic_save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a rankplug demo stage checkpoint"):
+        load_stage_models(tmp_path / "other.pt")
+
+
+def test_amp_runs_in_bfloat16_on_cpu(images: torch.Tensor) -> None:
+    result = train("rankgan", images=images, amp=True, **QUICK)
+    assert all(math.isfinite(v) for entry in result["stages"] for v in entry["gap"])
+    assert result["settings"]["amp"] is True
