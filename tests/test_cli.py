@@ -141,3 +141,17 @@ def test_python_dash_m_rankplug_runs_the_command() -> None:
     )
     assert result.returncode == 0
     assert "{demo,train,eval,complete}" in result.stdout
+
+
+def test_conditional_demo_compares_both_heads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--conditional", "--quick", "--dir", str(tmp_path), "--no-progress"]) == 0
+    out = tmp_path / "conditional"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["runs"]) == {"aam", "ce"}
+    for head, run in metrics["runs"].items():
+        assert {"gan_train", "gan_test", "digits_fid"} <= set(run["metrics"]), head
+        assert _is_png(out / f"samples-{head}.png")
+    report = (out / "report.md").read_text()
+    assert "| aam |" in report and "| ce |" in report
+    assert main(["demo", "--conditional", "--quick", "--dir", str(tmp_path), "--no-progress"]) == 0
+    assert "resuming the aam run" in capsys.readouterr().err
