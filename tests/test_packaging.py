@@ -35,10 +35,12 @@ def test_core_never_imports_an_integration():
             assert not any(n.startswith(("rankplug.integrations", "integrations")) for n in names), path
 
 
-def test_importing_rankplug_loads_only_torch_and_einops_as_third_party():
+def test_importing_rankplug_loads_no_optional_dependency():
+    # tqdm is a core dependency (progress bars) and torch itself imports it, so it is not in the list
     code = (
-        "import sys; import rankplug, rankplug.functional, rankplug.integrations; "
-        "heavy = ['torchvision', 'kornia', 'sklearn', 'matplotlib', 'tqdm', 'pytorch_gan_metrics', 'hypothesis']; "
+        "import sys; import rankplug, rankplug.functional, rankplug.integrations, rankplug.eval, rankplug.cli; "
+        "heavy = ['torchvision', 'kornia', 'sklearn', 'matplotlib', 'PIL', 'scipy', 'pytorch_gan_metrics', "
+        "'hypothesis']; "
         "print([m for m in heavy if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -67,15 +69,19 @@ def test_wheel_ships_integrations_inside_rankplug_only(wheel):
     assert top_level == {"rankplug"}, top_level
 
 
-def test_wheel_requires_only_torch_and_einops(wheel):
+def test_wheel_requires_only_torch_einops_tqdm_and_installs_the_command(wheel):
     with zipfile.ZipFile(wheel) as archive:
         (meta,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         lines = archive.read(meta).decode().splitlines()
     requires = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")]
     core = sorted(r.split(">")[0].split("=")[0].split("<")[0].strip() for r in requires if "extra ==" not in r)
-    assert core == ["einops", "torch"]
+    assert core == ["einops", "torch", "tqdm"]
     extras = {line.split(":", 1)[1].strip() for line in lines if line.startswith("Provides-Extra:")}
-    assert {"eval", "examples", "test", "all"} <= extras
+    assert {"demo", "eval", "examples", "test", "all"} <= extras
+    with zipfile.ZipFile(wheel) as archive:
+        (entry,) = [n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        entry_points = archive.read(entry).decode()
+    assert "[console_scripts]" in entry_points and "rankplug = rankplug.cli:main" in entry_points
 
 
 def test_every_public_callable_is_annotated():
