@@ -155,3 +155,17 @@ def test_conditional_demo_compares_both_heads(tmp_path: Path, capsys: pytest.Cap
     assert "| aam |" in report and "| ce |" in report
     assert main(["demo", "--conditional", "--quick", "--dir", str(tmp_path), "--no-progress"]) == 0
     assert "resuming the aam run" in capsys.readouterr().err
+
+
+def test_eval_without_inception_weights_says_how_to_get_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "wgan"
+    assert main(["train", "--dir", str(run), "--method", "wgan-gp", *QUICK_TRAIN]) == 0
+    missing = tmp_path / "nowhere" / "pt_inception.pth"
+    assert main(["eval", str(run), *QUICK_EVAL, "--inception-weights", str(missing)]) == 0
+    err = capsys.readouterr().err
+    assert "Inception FID / IS skipped" in err
+    # the missing file is named; without pytorch-gan-metrics the message says what to install instead
+    assert str(missing) in err or 'pip install "rankplug[eval]"' in err
+    assert json.loads((run / "eval-stage2.json").read_text())["inception"] is None

@@ -453,9 +453,9 @@ def _inception(
     if weights is None:
         return None
     try:
-        from rankplug.eval import inception  # type: ignore[attr-defined]
+        from rankplug.eval import inception_metrics
 
-        return dict(inception.inception_metrics(_samples(G, count, nz, seed + 2), real, weights=weights))
+        return dict(inception_metrics(real, _samples(G, count, nz, seed + 2), weights=weights))
     except (ImportError, FileNotFoundError) as error:
         echo(f"[eval] Inception FID / IS skipped: {error}")
         return None
