@@ -216,3 +216,15 @@ def test_tuple_output_without_selector_is_a_clear_error():
         gradient_penalty(
             small_critic(), torch.randn(2, 2, 4, 4).double(), torch.randn(2, 2, 4, 4).double(), output_selector=1.5
         )
+
+
+def test_penalty_takes_bfloat16_fakes_from_an_autocast_generator():
+    torch.manual_seed(0)
+    critic = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 1))
+    real = torch.randn(4, 3, 2, 2)
+    fake = torch.randn(4, 3, 2, 2)
+    weights = torch.rand(4)
+    expected = gradient_penalty(critic, real, fake.bfloat16().float(), mix_weights=weights)
+    got = gradient_penalty(critic, real, fake.bfloat16(), mix_weights=weights)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected)

@@ -56,9 +56,14 @@ def select_scores(output: Any, output_selector: OutputSelector) -> Tensor:
 
 
 def interpolate(real: Tensor, fake: Tensor, mix_weights: Tensor) -> Tensor:
-    """``a * real + (1 - a) * fake`` with one weight ``a`` per sample, broadcast over the non-batch dims."""
-    a = mix_weights.reshape(-1, *([1] * (real.dim() - 1))).to(real.dtype)
-    return torch.lerp(fake, real, a)
+    """``a * real + (1 - a) * fake`` with one weight ``a`` per sample, broadcast over the non-batch dims.
+
+    Mixed dtypes (bfloat16 fakes from an autocast generator, float32 reals) are promoted first: ``torch.lerp``
+    refuses to mix them.
+    """
+    dtype = torch.promote_types(real.dtype, fake.dtype)
+    a = mix_weights.reshape(-1, *([1] * (real.dim() - 1))).to(dtype)
+    return torch.lerp(fake.to(dtype), real.to(dtype), a)
 
 
 def gradient_penalty(
