@@ -21,8 +21,11 @@ from rankplug._validation import (
     flat_features,
     shape_str,
 )
-from rankplug.functional.angular import check_angular_margin
+from rankplug.functional.angular import check_angular_margin, scaled_cosine_margin_loss
 from rankplug.functional.metric import MARGIN_NORMS
+
+# torch.nn.functional.normalize's floor on a norm, used where the head divides by the feature norm itself.
+_NORM_EPS = 1e-12
 
 #: Default ``s`` of :class:`AAMAuxClassifier`; see ``docs/aam_defaults.md`` for the reasoning and experiment.
 DEFAULT_AAM_SCALE = 16.0
@@ -306,27 +309,44 @@ class AAMAuxClassifier(nn.Module):
             weight=linear.weight,
         )
 
-    def cosine(self, features: Tensor) -> Tensor:
-        """``cos(theta)`` between each normalised feature and each normalised class weight, ``(N, C)``."""
+    def _cosine(self, features: Tensor, scale: float | None) -> Tensor:
         flat = flat_features(features, "features", self.in_features)
         # Under fp16/bf16 autocast the normalisation and the 1 - cos^2 of the margin lose too much precision
         # near cos = +-1, so the head always runs in (at least) float32.
         with torch.autocast(device_type=flat.device.type, enabled=False):
             dtype = torch.promote_types(as_float32(flat).dtype, as_float32(self.weight).dtype)
-            feats = torch.nn.functional.normalize(flat.to(dtype), dim=1)
+            flat = flat.to(dtype)
             weight = torch.nn.functional.normalize(self.weight.flatten(1).to(dtype), dim=1)
-            return torch.nn.functional.linear(feats, weight)
+            if scale is None:
+                return torch.nn.functional.linear(torch.nn.functional.normalize(flat, dim=1), weight)
+            # s cos(theta) = s (phi . W^_j) / ||phi||. With fewer classes than feature values (C < d) the
+            # feature norm divides the (N, C) product rather than the (N, d) features, and s rides on the same
+            # (N, 1) factor; otherwise s goes on the smaller of the normalised (N, d) features and (C, d)
+            # weights. Either way no extra full-size pass is spent on s (equal to s * cosine() up to rounding).
+            n, c, d = flat.shape[0], weight.shape[0], flat.shape[1]
+            if c < d:
+                norms = torch.linalg.vector_norm(flat, dim=1, keepdim=True).clamp_min(_NORM_EPS)
+                return torch.nn.functional.linear(flat, weight) * (scale / norms)
+            feats = torch.nn.functional.normalize(flat, dim=1)
+            if c <= n:
+                return torch.nn.functional.linear(feats, weight * scale)
+            return torch.nn.functional.linear(feats * scale, weight)
+
+    def cosine(self, features: Tensor) -> Tensor:
+        """``cos(theta)`` between each normalised feature and each normalised class weight, ``(N, C)``."""
+        return self._cosine(features, None)
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.scale * self.cosine(features)
+        return self._cosine(features, self.scale)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         """The AAM loss (Eq. 8) of ``logits = self(features)``, with the margin applied to the targets."""
         check_tensor(logits, "logits")
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise ValueError(f"logits has shape {shape_str(logits)}; expected (N, {self.num_classes})")
-        return F.additive_angular_margin_loss(
-            logits / self.scale,
+        # Eq. 8 on s cos(theta) as it is: only the target column is unscaled for the margin (MATH §6).
+        return scaled_cosine_margin_loss(
+            logits,
             targets,
             scale=self.scale,
             margin=self.margin,

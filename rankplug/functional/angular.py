@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from rankplug._validation import (
     Reduction,
@@ -103,8 +105,11 @@ def check_targets(targets: object, num_samples: int, num_classes: int, multi_lab
         raise ValueError(
             f"targets has shape {shape_str(targets)}; expected ({num_samples},) class indices when multi_label=False"
         )
-    out_of_range = (targets < 0) | (targets >= num_classes)
-    if bool(out_of_range.any()):
+    # One reduction and one host sync on the happy path (four elementwise passes and a sync before); the first
+    # offending label is only looked up when there is one.
+    low, high = torch.aminmax(targets)
+    if int(low) < 0 or int(high) >= num_classes:
+        out_of_range = (targets < 0) | (targets >= num_classes)
         bad = int(targets[out_of_range][0].item())
         raise ValueError(f"targets must be class indices in [0, {num_classes - 1}]; found {bad}")
     return targets.long()
@@ -122,6 +127,70 @@ def _margin_logits(cosine: Tensor, targets: Tensor, scale: float, margin: float,
     index = targets.unsqueeze(1)
     target_cos = cosine_with_margin(c.gather(1, index), margin)
     return (scale * c).scatter(1, index, scale * target_cos)
+
+
+class _TargetMarginCrossEntropy(torch.autograd.Function):
+    r"""Per-sample cross entropy of ``s cos(theta)`` with the margin on the target column, fused (label-geometry
+    paper Eq. 8, MATH §6).
+
+    Forward: ``logit_y = s psi(cos theta_y)`` with :func:`cosine_with_margin` as ``psi``, the other logits are
+    ``s cos(theta_j)`` as given, then ``-log softmax``. Backward, written out: ``d loss / d logit_j = p_j`` for
+    ``j != y`` and ``(p_y - 1) psi'(cos theta_y)`` for the target, where ``psi'`` is autograd's derivative of
+    :func:`cosine_with_margin` on the ``(N, 1)`` target column. The composite of gather, scatter and
+    ``cross_entropy`` builds the same gradient from four more full ``(N, C)`` passes (a scatter copy, the
+    gather's zero-filled gradient, its accumulation, the NLL's one-hot); this is the hot path of
+    :meth:`rankplug.AAMAuxClassifier.loss`. Not twice differentiable (no loss in rankplug needs that).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, scaled_cosine: Tensor, index: Tensor, scale: float, margin: float) -> Tensor:
+        target_cos = scaled_cosine.gather(1, index) / scale
+        logits = scaled_cosine.scatter(1, index, scale * cosine_with_margin(target_cos, margin))
+        log_probs = torch.log_softmax(logits, dim=1)
+        ctx.save_for_backward(log_probs, index, target_cos)
+        ctx.margin = margin
+        return -log_probs.gather(1, index).squeeze(1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor, None, None, None]:
+        log_probs, index, target_cos = ctx.saved_tensors
+        g = grad_loss.unsqueeze(1)
+        grad = log_probs.exp().mul_(g)  # p_j * g, the softmax gradient of every logit but the target's
+        grad_target_logit = grad.gather(1, index) - g  # (p_y - 1) * g
+        with torch.enable_grad():  # chain through logit_y = s psi(l_y / s): d/dl_y = psi'(cos theta_y)
+            t = target_cos.detach().requires_grad_(True)
+            (grad_target,) = torch.autograd.grad(cosine_with_margin(t, ctx.margin), t, grad_target_logit)
+        return grad.scatter_(1, index, grad_target), None, None, None
+
+
+def _per_sample_loss(logits: Tensor, targets: Tensor, multi_label: bool) -> Tensor:
+    if multi_label:
+        return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none").sum(dim=1)
+    return F.cross_entropy(logits, targets, reduction="none")
+
+
+def scaled_cosine_margin_loss(
+    scaled_cosine: Tensor,
+    targets: Tensor,
+    *,
+    scale: float,
+    margin: float,
+    multi_label: bool,
+    reduction: Reduction,
+) -> Tensor:
+    """:func:`additive_angular_margin_loss` of ``scaled_cosine = s cos(theta)`` (label-geometry paper Eq. 8, MATH §6),
+    for :meth:`rankplug.AAMAuxClassifier.loss`.
+
+    ``scale`` and ``margin`` are trusted (the head validates them when they are set); the cosines and targets
+    are checked as in :func:`additive_angular_margin_loss`, with the same messages.
+    """
+    c = _check_cosine(scaled_cosine)
+    t = check_targets(targets, c.shape[0], c.shape[1], multi_label)
+    if multi_label:
+        logits = _margin_logits(as_float32(c) / scale, t, scale, margin, True)
+        return reduce(_per_sample_loss(logits, t, True), reduction)
+    return reduce(_TargetMarginCrossEntropy.apply(as_float32(c), t.unsqueeze(1), scale, margin), reduction)
 
 
 def additive_angular_margin_logits(
@@ -209,9 +278,4 @@ def additive_angular_margin_loss(
     reduction = check_reduction(reduction)
     c = _check_cosine(cosine)
     t = check_targets(targets, c.shape[0], c.shape[1], multi_label)
-    logits = _margin_logits(c, t, s, m, multi_label)
-    if multi_label:
-        per_sample = F.binary_cross_entropy_with_logits(logits, t.to(logits.dtype), reduction="none").sum(dim=1)
-    else:
-        per_sample = F.cross_entropy(logits, t, reduction="none")
-    return reduce(per_sample, reduction)
+    return reduce(_per_sample_loss(_margin_logits(c, t, s, m, multi_label), t, multi_label), reduction)

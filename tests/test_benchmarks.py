@@ -1,0 +1,195 @@
+"""The benchmarks' measuring code, in tiny mode: structure and the facts the figures rest on (never timings)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from benchmarks import _common, aam, stage_memory, stage_overhead, triplet
+from benchmarks._models import build
+
+CPU = torch.device("cpu")
+
+
+def test_interleaved_medians_structure():
+    calls = {"a": 0, "b": 0}
+
+    def bump(name):
+        def fn():
+            calls[name] += 1
+
+        return fn
+
+    out = _common.interleaved_medians({"a": bump("a"), "b": bump("b")}, CPU, rounds=3, iterations=2, warmup=1)
+    assert set(out) == {"a", "b"}
+    for entry in out.values():
+        assert entry["rounds"] == 3 and entry["iterations"] == 2 and len(entry["samples_s"]) == 3
+        assert entry["q1_s"] <= entry["median_s"] <= entry["q3_s"]
+    assert calls == {"a": 1 + 3 * 2, "b": 1 + 3 * 2}
+
+
+def test_record_has_machine_details(tmp_path):
+    machine = _common.machine_info(CPU)
+    path = _common.write_record(tmp_path / "r.json", "aam", ["--quick"], machine, {"x": 1}, {"y": [1, 2]})
+    record = json.loads(path.read_text())
+    assert tuple(record) == _common.RECORD_KEYS
+    assert set(_common.MACHINE_KEYS) <= set(record["machine"]) and "load_average_end" in record["machine"]
+    assert record["machine"]["torch"] == torch.__version__ and record["machine"]["device"] == "cpu"
+    assert record["command"] == "python -m benchmarks.aam --quick"
+
+
+def test_nonfinite_rows_counts_samples():
+    grad = torch.zeros(5, 2, 3)
+    grad[1, 0, 0] = float("nan")
+    grad[3, 1, 2] = float("inf")
+    grad[3, 0, 0] = float("-inf")
+    assert _common.nonfinite_rows(grad) == 2
+    assert _common.nonfinite_rows(None) == 0
+    assert _common.split_evenly(10, 4) == [3, 3, 2, 2]
+
+
+# ---------------------------------------------------------------------------------------------- stage overhead
+def test_efficiency_arithmetic():
+    def entry(ms):
+        return {"median_s": ms / 1e3, "samples_s": [ms / 1e3] * 3}
+
+    times = {
+        "baseline": entry(100),
+        "gogan": entry(130),
+        "rankgan": entry(160),
+        "rankgan_batched": entry(150),
+        "floor_g_prev": entry(20),
+        "floor_d_prev": entry(10),
+        "floor_d_fwd_bwd": entry(40),
+        "frozen_g_rankplug": entry(22),
+    }
+    s = stage_overhead.summarise(times)
+    assert s["rankgan_efficiency"] == pytest.approx(60 / 60)  # (160 - 100) / (20 + 40)
+    assert s["gogan_efficiency"] == pytest.approx(30 / 30)
+    assert s["rankgan_batched_efficiency"] == pytest.approx(50 / 60)
+    assert s["rankgan_ratio"] == pytest.approx(1.6) and s["gogan_ratio"] == pytest.approx(1.3)
+    assert s["rankgan_floor_ms"] == pytest.approx(160) and s["gogan_floor_ms"] == pytest.approx(130)
+
+
+@pytest.mark.parametrize("model", ["dcgan32", "dcgan64", "stylegan2_ada"])
+def test_models_have_the_stated_shapes(model):
+    nets = build(model, width=2, nz=4)
+    images = nets["G"](torch.randn(2, *nets["latent_shape"]))
+    assert images.shape == (2, *nets["image_shape"])
+    assert nets["D"](images).shape == (2, 1)
+
+
+def test_stage_overhead_measures_every_configuration():
+    result = stage_overhead.measure("stylegan2_ada", batch=2, device=CPU, rounds=1, iterations=1, width=4, nz=8)
+    assert set(result["times"]) == {
+        "baseline",
+        "gogan",
+        "rankgan",
+        "rankgan_batched",
+        "floor_g_prev",
+        "floor_d_prev",
+        "floor_d_fwd_bwd",
+        "frozen_g_rankplug",
+    }
+    assert {"rankgan_efficiency", "gogan_efficiency", "rankgan_ratio", "gogan_ratio"} <= set(result["summary"])
+
+
+def test_stage_steps_train_the_live_critic_only():
+    steps, manager = stage_overhead.make_steps("dcgan32", batch=2, device=CPU, width=4, nz=8)
+    live = [p.detach().clone() for p in manager.discriminator.parameters()]
+    frozen = [p.detach().clone() for p in manager.previous.discriminator.parameters()]
+    steps["rankgan"]()
+    steps["gogan"]()
+    assert any(not torch.equal(a, p) for a, p in zip(live, manager.discriminator.parameters()))
+    assert all(torch.equal(a, p) for a, p in zip(frozen, manager.previous.discriminator.parameters()))
+
+
+def test_amp_and_channels_last_steps_run():
+    steps, manager = stage_overhead.make_steps(
+        "dcgan32", batch=2, device=CPU, amp=True, channels_last=True, width=4, nz=8
+    )
+    for name in ("baseline", "gogan", "rankgan", "rankgan_batched", "floor_d_fwd_bwd"):
+        steps[name]()
+    assert all(torch.isfinite(p).all() for p in manager.discriminator.parameters())
+
+
+# ------------------------------------------------------------------------------------------------ stage memory
+def test_stage_memory_is_flat_in_tensor_bytes():
+    records = stage_memory.measure(CPU, stages=8, steps=1, batch=2, width=2)
+    assert [r["stage"] for r in records] == list(range(2, 9))
+    assert records[-1]["tensor_bytes"] == records[0]["tensor_bytes"]
+    assert len({r["manager_bytes"] for r in records}) == 1
+    assert stage_memory.spread([100, 104, None, 102]) == pytest.approx(0.04)
+
+
+# --------------------------------------------------------------------------------------------- NaN probes
+def test_aam_probe_finds_nans_in_an_unsafe_loss_and_none_in_rankplug():
+    factories = {"rankplug": aam.RankplugAAM, "linear_ce": aam.LinearCE, "unsafe_arccos": aam.ArccosArcFace}
+    report = aam.nan_probe(factories, CPU, inputs=240, d=16, num_classes=8, batch=20)
+    for name in factories:
+        assert report[name]["inputs"] == 240 and len(report[name]["cells"]) == 12
+    assert report["unsafe_arccos"]["nonfinite_feature_grads"] > 0
+    assert report["rankplug"]["nonfinite_feature_grads"] == 0
+    assert report["rankplug"]["nonfinite_weight_grad_batches"] == 0 and report["rankplug"]["nonfinite_losses"] == 0
+    assert report["linear_ce"]["nonfinite_feature_grads"] == 0
+
+
+def test_aam_adversarial_inputs_hit_cos_exactly_one():
+    gen = torch.Generator().manual_seed(0)
+    weight = aam.adversarial_weights(8, 16, gen)
+    features, labels = aam.adversarial_batch("equal", weight, 32, gen)
+    head = aam.RankplugAAM(16, 8)
+    head.set_class_weight(weight)
+    cos = head.head.cosine(features).gather(1, labels[:, None]).squeeze(1)
+    aligned = labels < 4  # axis-aligned class weights: normalisation is exact
+    assert aligned.any() and (cos[aligned] == 1.0).all()
+    features, labels = aam.adversarial_batch("opposite", weight, 32, gen)
+    cos = head.head.cosine(features).gather(1, labels[:, None]).squeeze(1)
+    assert (cos[labels < 4] == -1.0).all()
+
+
+def test_aam_speed_structure_without_pml():
+    out = aam.measure_speed([(4, 8, 3)], ["rankplug", "insightface_style", "linear_ce"], CPU, rounds=1, block_s=1e-4)
+    assert len(out) == 1 and set(out[0]["times"]) == {"rankplug", "insightface_style", "linear_ce"}
+    assert set(out[0]["ratios"]) == {"rankplug_over_linear_ce", "rankplug_over_insightface_style"}
+
+
+def test_aam_peers_agree_on_the_loss_at_m_zero_free_points():
+    # Same weights and inputs: rankplug and the combined-margin loss compute the same ArcFace loss.
+    torch.manual_seed(0)
+    peers = aam.make_peers(["rankplug", "insightface_style"], 16, 5, CPU)
+    features, labels = torch.randn(6, 16), torch.randint(5, (6,))
+    losses = [peer(features, labels) for peer in peers.values()]
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-5)
+
+
+def test_triplet_probe_finds_nans_in_a_naive_norm_and_none_in_rankplug():
+    fns = {"rankplug": triplet.rankplug_loss, "naive": triplet.naive_norm_loss}
+    report = triplet.nan_probe(fns, CPU, inputs=120, features=8, embed_dim=6, batch=10)
+    assert report["naive"]["nonfinite_input_grads"] > 0
+    assert report["rankplug"]["nonfinite_input_grads"] == 0 and report["rankplug"]["nonfinite_head_grad_batches"] == 0
+    assert all(v["inputs"] == 120 for v in report.values())
+
+
+def test_missing_pml_exits_with_a_clear_message(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pytorch_metric_learning", None)
+    for module in (aam, triplet):
+        with pytest.raises(SystemExit, match="pip install pytorch-metric-learning"):
+            module.require_pml()
+
+
+# ------------------------------------------------------------------------------------------ with PML installed
+def test_pml_peers_match_rankplug_on_the_same_inputs():
+    pytest.importorskip("pytorch_metric_learning")
+    torch.manual_seed(0)
+    peers = aam.make_peers(["rankplug", "pml_arcface"], 16, 5, CPU)
+    features, labels = torch.randn(6, 16), torch.randint(5, (6,))
+    values = [peer(features, labels) for peer in peers.values()]
+    torch.testing.assert_close(values[0], values[1], rtol=1e-4, atol=1e-4)  # same ArcFace loss, s and m
+    out = triplet.measure_speed([(4, 6)], triplet.losses_available(), CPU, rounds=1, block_s=1e-4)
+    assert set(out[0]["ratios"]) == {"rankplug_over_pml_triplet"}
+    report = aam.nan_probe({"pml_arcface": aam.PMLArcFace}, CPU, inputs=24, d=16, num_classes=8, batch=4)
+    assert report["pml_arcface"]["inputs"] == 24
