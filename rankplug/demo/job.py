@@ -648,7 +648,7 @@ def run_conditional_demo(
     out.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any]
     if quick:
-        steps, options = 3, {"batch_size": 16, "n_critic": 1}
+        steps, options = 3, {"batch_size": 16, "n_critic": 1, "log_every": 1}
         samples_per_class = 5
     else:
         options = {"n_critic": n_critic}
