@@ -221,6 +221,19 @@ def _stage_files(run_dir: Path) -> list[tuple[int, Path]]:
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
+def _open_run(run_dir: Path) -> tuple[dict[str, Any], list[tuple[int, Path]], Tensor]:
+    """A run directory's ``run.json``, its stage checkpoints in order, and its held-out images."""
+    spec_path = run_dir / RUN_FILE
+    if not spec_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {RUN_FILE} (made by `rankplug train`)")
+    spec = json.loads(spec_path.read_text())
+    stage_files = _stage_files(run_dir)
+    if not stage_files:
+        raise FileNotFoundError(f"{run_dir} holds no stage checkpoint ({MODELS_NAME.format(stage='<i>')}) yet")
+    _, held_out = load_data(spec["data"], spec.get("data_root"), spec["size"])
+    return spec, stage_files, held_out
+
+
 def _samples(generator: torch.nn.Module, count: int, nz: int, seed: int) -> Tensor:
     z = torch.randn(count, nz, generator=torch.Generator().manual_seed(seed))
     device = next(generator.parameters()).device
@@ -282,13 +295,7 @@ def evaluate_run(
     from rankplug.eval import digits as digits_eval
 
     run_dir = Path(run_dir)
-    spec_path = run_dir / RUN_FILE
-    if not spec_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {RUN_FILE} (made by `rankplug train`)")
-    spec = json.loads(spec_path.read_text())
-    stage_files = _stage_files(run_dir)
-    if not stage_files:
-        raise FileNotFoundError(f"{run_dir} holds no stage checkpoint ({MODELS_NAME.format(stage='<i>')}) yet")
+    spec, stage_files, held_out = _open_run(run_dir)
     completion_images = check_positive_int(completion_images, "completion_images")
     completion_steps = check_positive_int(completion_steps, "completion_steps")
     fid_samples = check_positive_int(fid_samples, "fid_samples")
@@ -307,7 +314,6 @@ def evaluate_run(
     history_path = run_dir / "history.json"
     history = json.loads(history_path.read_text()) if history_path.is_file() else {"stages": []}
     gaps = {entry["stage"]: entry["gap"] for entry in history.get("stages", [])}
-    _, held_out = load_data(spec["data"], spec.get("data_root"), spec["size"])
     targets = held_out[:completion_images]
     classifier = None
     if spec["data"] == "digits":
@@ -383,16 +389,9 @@ def complete_run(
     """
     from rankplug.eval import COVERAGES, center_mask, complete_images, completion_table, format_table
 
-    run_dir = Path(run_dir)
-    spec_path = run_dir / RUN_FILE
-    if not spec_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {RUN_FILE} (made by `rankplug train`)")
-    spec = json.loads(spec_path.read_text())
     images = check_positive_int(images, "images")
-    stage_files = _stage_files(run_dir)
-    if not stage_files:
-        raise FileNotFoundError(f"{run_dir} holds no stage checkpoint yet")
-    _, held_out = load_data(spec["data"], spec.get("data_root"), spec["size"])
+    run_dir = Path(run_dir)
+    spec, stage_files, held_out = _open_run(run_dir)
     targets = held_out[:images]
     models: dict[str, tuple[Any, Any]] = {}
     inits: dict[str, Tensor] = {}
