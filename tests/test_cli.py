@@ -131,7 +131,7 @@ def test_steps_per_stage_fit_the_budget(monkeypatch: pytest.MonkeyPatch) -> None
     steps, rate = job.choose_steps_per_stage(images, budget_seconds=60, stages=3, baseline=True, echo=messages.append)
     assert rate > 0 and steps % 10 == 0 and 20 <= steps <= 300
     # 1 + 1.3 * 2 stage-1 equivalents for RankGAN plus 3 for the baseline
-    assert steps == max(20, min(300, int(60 * rate / (1 + 2 * job.STAGE_COST + 3)) // 10 * 10))
+    assert steps == max(20, min(300, int(60 * job.RATE_MARGIN * rate / (1 + 2 * job.STAGE_COST + 3)) // 10 * 10))
     assert "steps per stage fit 60 s" in messages[0]
 
 
