@@ -7,14 +7,17 @@ imported when a loader runs, never when rankplug is imported.
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from rankplug._validation import check_positive_int
+from rankplug.errors import DataFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -71,8 +74,11 @@ def load_image_folder(root: str | Path, size: int = 32, *, channels: int = 3) ->
     mode = "L" if channels == 1 else "RGB"
     images, labels = [], []
     for path in files:
-        with Image.open(path) as opened:
-            image = opened.convert(mode)
+        try:
+            with Image.open(path) as opened:
+                image = opened.convert(mode)
+        except (OSError, SyntaxError, ValueError) as error:  # PIL raises these for truncated or foreign files
+            raise DataFileError(f"{path} is not a readable image: {error}") from error
         side = min(image.size)
         left, top = (image.width - side) // 2, (image.height - side) // 2
         image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BILINEAR)
@@ -83,11 +89,73 @@ def load_image_folder(root: str | Path, size: int = 32, *, channels: int = 3) ->
     return stacked, torch.tensor(labels, dtype=torch.int64)
 
 
+# The only globals a CIFAR-10 "python version" batch refers to: numpy's array reconstruction (under its numpy 1
+# and numpy 2 module names), the array and dtype classes. A pickle that names anything else (``os.system``,
+# ``builtins.eval``, a class with a ``__reduce__``) is refused before it is called.
+_CIFAR_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+)
+CIFAR_BATCH_BYTES = 3 * 32 * 32
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that admits only the arrays, lists, dicts, numbers and strings a CIFAR-10 batch holds."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing {module}.{name}: a CIFAR-10 batch holds only numpy arrays")
+
+
+def read_cifar_batch(path: str | Path) -> tuple[Tensor, Tensor]:
+    """One CIFAR-10 batch file (``data_batch_<i>`` or ``test_batch``) as ``(uint8 images, int64 labels)``.
+
+    The file is a pickle, but it is read with an unpickler that only reconstructs numpy arrays and plain
+    containers: a file that names any other Python object raises :class:`DataFileError` (a ``ValueError``)
+    before anything runs.
+
+    Shape:
+        - Output: images ``(N, 3, 32, 32)`` uint8, labels ``(N,)`` in ``0..9``.
+    """
+    source = Path(path)
+    try:
+        batch = _CifarUnpickler(io.BytesIO(source.read_bytes()), encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
+        raise DataFileError(f"{source} is not a CIFAR-10 batch file: {error}") from error
+    if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
+        raise DataFileError(f"{source} is not a CIFAR-10 batch file: expected a dict with 'data' and 'labels'")
+    import numpy as np
+
+    data, labels = batch["data"], batch["labels"]
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != CIFAR_BATCH_BYTES
+    ):
+        got = f"{type(data).__name__} {getattr(data, 'dtype', '')} {getattr(data, 'shape', '')}"
+        raise DataFileError(f"{source}: 'data' must be a uint8 array of shape (N, {CIFAR_BATCH_BYTES}); got {got}")
+    if (
+        not isinstance(labels, list)
+        or len(labels) != data.shape[0]
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 9 for v in labels)
+    ):
+        raise DataFileError(f"{source}: 'labels' must be a list of {data.shape[0]} class indices in 0..9")
+    images = torch.from_numpy(np.ascontiguousarray(data)).reshape(-1, 3, 32, 32)
+    return images, torch.tensor(labels, dtype=torch.int64)
+
+
 def load_cifar10(root: str | Path, size: int = 32, *, train: bool = True) -> tuple[Tensor, Tensor]:
     """CIFAR-10 from the "python version" folder already on disk (``cifar-10-batches-py``); nothing is downloaded.
 
     ``root`` may be the ``cifar-10-batches-py`` directory or its parent. The batch files are pickles of numpy
-    arrays, so only point this at a copy you trust.
+    arrays; they are read by :func:`read_cifar_batch`, which refuses any pickle that names another object, so
+    a planted file cannot run code.
 
     Shape:
         - Output: images ``(50000 or 10000, 3, size, size)`` in ``[-1, 1]``, labels ``(N,)`` in ``0..9``.
@@ -103,12 +171,6 @@ def load_cifar10(root: str | Path, size: int = 32, *, train: bool = True) -> tup
             f"root {str(root)!r} is not a CIFAR-10 python folder: missing {', '.join(missing)} "
             "(download and unpack cifar-10-python.tar.gz yourself; rankplug never downloads)"
         )
-    images, labels = [], []
-    for name in names:
-        with open(base / name, "rb") as handle:
-            # CIFAR-10 ships as pickled numpy arrays; the docstring warns to load only a trusted copy.
-            batch = pickle.load(handle, encoding="latin1")
-        images.append(torch.as_tensor(batch["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
-        labels.append(torch.as_tensor(batch["labels"], dtype=torch.int64))
-    stacked = torch.cat(images).float() / 127.5 - 1.0
-    return _resize(stacked, size), torch.cat(labels)
+    batches = [read_cifar_batch(base / name) for name in names]
+    stacked = torch.cat([images for images, _ in batches]).float() / 127.5 - 1.0
+    return _resize(stacked, size), torch.cat([labels for _, labels in batches])

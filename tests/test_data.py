@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,3 +63,54 @@ def test_cifar10_from_disk(tmp_path):
     assert test_images.min() >= -1.0 and test_images.max() <= 1.0
     with pytest.raises(ValueError, match="missing data_batch_1"):
         load_cifar10(tmp_path / "nowhere")
+
+
+class _Plant:
+    """A pickle that would create a file if unpickled by a plain ``pickle.load``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_cifar10_pickle_that_names_code_is_refused_and_nothing_runs(tmp_path):
+    # issue 10, finding 1: a run directory could name a planted "CIFAR-10" folder whose pickle runs code
+    folder = tmp_path / "evil" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    for name in [f"data_batch_{i}" for i in range(1, 6)]:
+        with open(folder / name, "wb") as handle:
+            pickle.dump({"data": _Plant(marker), "labels": [0]}, handle)
+    with pytest.raises(ValueError, match=r"data_batch_1 is not a CIFAR-10 batch file: refusing .*touch"):
+        load_cifar10(tmp_path / "evil")
+    assert not marker.exists()
+    # the same payload through plain pickle would have run: the test's plant is live
+    with open(folder / "data_batch_1", "rb") as handle:
+        pickle.load(handle)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        ([1, 2], "expected a dict with 'data' and 'labels'"),
+        ({"data": np.zeros((2, 3072), dtype=np.float32), "labels": [0, 1]}, "'data' must be a uint8 array"),
+        ({"data": np.zeros((2, 3072), dtype=np.uint8), "labels": [0]}, "'labels' must be a list of 2"),
+        ({"data": np.zeros((2, 3072), dtype=np.uint8), "labels": [0, 10]}, "class indices in 0..9"),
+    ],
+)
+def test_cifar10_malformed_batches(tmp_path, batch, message):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    with open(folder / "test_batch", "wb") as handle:
+        pickle.dump(batch, handle)
+    with pytest.raises(ValueError, match=message):
+        load_cifar10(tmp_path, train=False)
+
+
+def test_corrupt_image_in_a_folder_names_the_file(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(ValueError, match=r"bad\.png is not a readable image"):
+        load_image_folder(tmp_path, size=8)
