@@ -165,10 +165,19 @@ def find_inception_weights(weights: PathLike | None = None) -> Path:
 
 
 def _import_gan_metrics() -> tuple[ModuleType, ModuleType]:
-    """``pytorch_gan_metrics.core`` and ``pytorch_gan_metrics.inception``, or a clear ImportError."""
+    """``core`` and ``inception`` of pytorch-gan-metrics, or a clear ImportError.
+
+    pytorch-gan-metrics 0.5.3 ships the module ``pytorch_gan_metrics``; later releases were renamed
+    pytorch-image-generation-metrics (module ``pytorch_image_generation_metrics``, same ``core`` and
+    ``inception`` and the same weights file name) and 0.5.4 became an empty shim that installs it. Either works.
+    """
     try:
-        import pytorch_gan_metrics.core as core
-        import pytorch_gan_metrics.inception as inception
+        try:
+            import pytorch_gan_metrics.core as core
+            import pytorch_gan_metrics.inception as inception
+        except ModuleNotFoundError:
+            import pytorch_image_generation_metrics.core as core  # type: ignore[no-redef]
+            import pytorch_image_generation_metrics.inception as inception  # type: ignore[no-redef]
     # A torchvision built for another torch fails inside its C extension with RuntimeError or OSError
     # ("operator torchvision::nms does not exist", "undefined symbol"), not ImportError.
     except (ImportError, OSError, RuntimeError) as error:
