@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import random
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,6 +213,178 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
+# ------------------------------------------------------------------------------------- checkpoint validation
+# What load_state_dict checks before it changes anything, so that a checkpoint that does not fit raises one
+# CheckpointError and leaves the manager as it was.
+_STATE_KEYS = frozenset(
+    {"format", "stage", "markers", "live", "encoder", "previous", "registered", "rng", "history", "plateau"}
+)
+_RECORD_SERIES = ("gap", "real", "fake", "prev_fake")
+_RNG_KEYS = frozenset({"torch", "python", "cuda", "numpy"})
+# Optimizers whose per-parameter state tensors have the parameter's shape, or are scalars (step counts).
+_ELEMENTWISE_OPTIMIZERS = (
+    torch.optim.SGD,
+    torch.optim.Adam,
+    torch.optim.AdamW,
+    torch.optim.Adamax,
+    torch.optim.NAdam,
+    torch.optim.RAdam,
+    torch.optim.RMSprop,
+    torch.optim.Adagrad,
+    torch.optim.Adadelta,
+    torch.optim.Rprop,
+    torch.optim.ASGD,
+)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple))
+
+
+def _kind(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if _is_real(value) or value is None else type(value).__name__
+
+
+def _check_keys(where: str, found: Any, expected: Iterable[str]) -> None:
+    if not isinstance(found, Mapping):
+        raise CheckpointError(f"checkpoint {where} must be a dict; got {_kind(found)}")
+    expected = set(expected)
+    missing, unexpected = sorted(expected - set(found), key=str), sorted(set(found) - expected, key=str)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {where} has keys {sorted(found, key=str)}; expected {sorted(expected)} (missing "
+            f"{missing}, unexpected {unexpected})"
+        )
+
+
+def _check_weights(where: str, found: Any, module: nn.Module) -> None:
+    """``found`` must be a state dict of ``module``'s keys, each tensor of the same shape and dtype."""
+    expected = module.state_dict()
+    _check_keys(where, found, expected)
+    for key, reference in expected.items():
+        value = found[key]
+        if not isinstance(reference, Tensor):  # extra state (get_extra_state): the module checks it
+            continue
+        if not isinstance(value, Tensor):
+            raise CheckpointError(f"checkpoint {where}[{key!r}] must be a tensor; got {_kind(value)}")
+        if value.shape != reference.shape or value.dtype != reference.dtype:
+            raise CheckpointError(
+                f"checkpoint {where}[{key!r}] has shape {tuple(value.shape)} and dtype {value.dtype}; this "
+                f"manager's module has shape {tuple(reference.shape)} and dtype {reference.dtype}"
+            )
+
+
+def _check_markers(markers: Any, stage: int) -> None:
+    if markers is None:
+        return
+    if not (_is_list(markers) and len(markers) == 2 and all(_is_real(m) and math.isfinite(m) for m in markers)):
+        raise CheckpointError(f"checkpoint markers must be None or two finite floats (m_high, m_low); got {markers!r}")
+    if stage == 1:
+        raise CheckpointError("checkpoint holds markers at stage 1, which has no previous stage to compute them")
+
+
+def _check_plateau(plateau: Any) -> None:
+    reference, count = plateau if _is_list(plateau) and len(plateau) == 2 else (None, -1)
+    reference_ok = reference is None or (_is_real(reference) and math.isfinite(reference))
+    if not (reference_ok and _is_int(count) and count >= 0):
+        raise CheckpointError(
+            f"checkpoint plateau must be [reference, count] with reference None or a finite float and count an "
+            f"int >= 0; got {plateau!r}"
+        )
+
+
+def _check_history(history: Any, stage: int) -> None:
+    """One record per stage, in order; each with the score series of :meth:`StageManager.record` (extra keys ok)."""
+    if not (_is_list(history) and len(history) == stage):
+        length = len(history) if _is_list(history) else _kind(history)
+        raise CheckpointError(f"checkpoint history must be a list of one record per stage ({stage}); got {length}")
+    for index, entry in enumerate(history):
+        where = f"history[{index}]"
+        if not isinstance(entry, Mapping):
+            raise CheckpointError(f"checkpoint {where} must be a dict; got {_kind(entry)}")
+        if not (_is_int(entry.get("stage")) and entry["stage"] == index + 1):
+            raise CheckpointError(f"checkpoint {where}['stage'] must be {index + 1}; got {entry.get('stage')!r}")
+        if "markers" not in entry or not (entry["markers"] is None or isinstance(entry["markers"], Mapping)):
+            raise CheckpointError(f"checkpoint {where}['markers'] must be None or a dict; got {entry.get('markers')!r}")
+        for key in _RECORD_SERIES:
+            series = entry.get(key)
+            if not (isinstance(series, list) and all(_is_real(value) for value in series)):
+                raise CheckpointError(f"checkpoint {where}[{key!r}] must be a list of floats; got {_kind(series)}")
+        if not len(entry["gap"]) == len(entry["real"]) == len(entry["fake"]):
+            raise CheckpointError(f"checkpoint {where} has gap, real and fake series of different lengths")
+
+
+def _check_rng(rng: Any) -> None:
+    if not isinstance(rng, Mapping) or not {"torch", "python"} <= set(rng) <= _RNG_KEYS:
+        found = sorted(rng, key=str) if isinstance(rng, Mapping) else _kind(rng)
+        raise CheckpointError(
+            f"checkpoint rng must be a dict with 'torch', 'python' (and 'cuda', 'numpy'); got {found}"
+        )
+    reference = torch.get_rng_state()
+    state = rng["torch"]
+    if not (isinstance(state, Tensor) and state.dtype == reference.dtype and state.shape == reference.shape):
+        raise CheckpointError(f"checkpoint rng['torch'] must be a uint8 tensor of shape {tuple(reference.shape)}")
+    python = rng["python"]
+    if not (_is_list(python) and len(python) == 3 and _is_list(python[1]) and all(map(_is_int, python[1]))):
+        raise CheckpointError("checkpoint rng['python'] must be random.getstate()'s (version, internal, gauss)")
+    cuda = rng.get("cuda", [])
+    if not (_is_list(cuda) and all(isinstance(s, Tensor) and s.dtype == torch.uint8 for s in cuda)):
+        raise CheckpointError("checkpoint rng['cuda'] must be a list of uint8 tensors")
+    numpy = rng.get("numpy", [None, torch.zeros(0), 0, 0, 0.0])
+    if not (_is_list(numpy) and len(numpy) == 5 and isinstance(numpy[1], Tensor)):
+        raise CheckpointError("checkpoint rng['numpy'] must be numpy.random.get_state() with the keys as a tensor")
+
+
+def _check_optimizer(where: str, optimizer: torch.optim.Optimizer, found: Any) -> None:
+    """Groups and parameters as in ``optimizer``; elementwise state tensors of their parameter's shape."""
+    _check_keys(where, found, ("state", "param_groups"))
+    groups = found["param_groups"]
+    if not (_is_list(groups) and len(groups) == len(optimizer.param_groups)):
+        count = len(groups) if _is_list(groups) else _kind(groups)
+        raise CheckpointError(
+            f"checkpoint {where}['param_groups'] has {count} groups; the optimizer has {len(optimizer.param_groups)}"
+        )
+    params: dict[Any, Tensor] = {}
+    for index, (live, group) in enumerate(zip(optimizer.param_groups, groups)):
+        ids = group.get("params") if isinstance(group, Mapping) else None
+        if not (isinstance(ids, (list, tuple)) and len(ids) == len(live["params"])):
+            raise CheckpointError(f"checkpoint {where} param group {index} does not match the optimizer's")
+        params.update(zip(ids, live["params"]))
+    if not isinstance(found["state"], Mapping):
+        raise CheckpointError(f"checkpoint {where}['state'] must be a dict; got {_kind(found['state'])}")
+    for key, entry in found["state"].items():
+        if key not in params or not isinstance(entry, Mapping):
+            raise CheckpointError(f"checkpoint {where}['state'][{key!r}] belongs to no parameter of the optimizer")
+        if not isinstance(optimizer, _ELEMENTWISE_OPTIMIZERS):
+            continue
+        for name, value in entry.items():
+            if isinstance(value, Tensor) and value.ndim and value.shape != params[key].shape:
+                raise CheckpointError(
+                    f"checkpoint {where}['state'][{key!r}][{name!r}] has shape {tuple(value.shape)}; its "
+                    f"parameter has {tuple(params[key].shape)}"
+                )
+
+
+def _cpu_copy(state: Mapping[str, Any]) -> OrderedDict[str, Any]:
+    """A copy of a module's state dict on the CPU (so a backup costs no accelerator memory), metadata kept."""
+    out = OrderedDict(
+        (key, value.detach().to("cpu", copy=True) if isinstance(value, Tensor) else copy.deepcopy(value))
+        for key, value in state.items()
+    )
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:
+        out._metadata = copy.deepcopy(metadata)  # type: ignore[attr-defined]  # versioned loading reads it
+    return out
+
+
 class StageManager:
     r"""Stages for RankGAN and GoGAN: frozen snapshots, markers, encoder latents and crash-safe resume.
 
@@ -226,7 +400,9 @@ class StageManager:
     - draws latents ``z ~ N(0, I)``, or ``z ~ N(mu(x), sigma(x))`` from an encoder (RankGAN Sec. 3.3);
     - decides when a stage ends (fixed length, or a plateau of the gap ``Gamma`` of GoGAN Eq. 6) and records
       ``Gamma`` and the score ladder ``D_i(x)``, ``D_i(G_i(z))``, ``D_i(G_{i-1}(z))`` per stage;
-    - saves and resumes everything atomically: weights, optimizers, scaler, EMA, RNG states, history.
+    - saves and resumes everything atomically: weights, optimizers, scaler, EMA, RNG states, history. The file
+      carries a SHA-256 checksum, and a load is all or nothing: a checkpoint that is corrupt or does not fit
+      raises :class:`~rankplug.CheckpointError` and changes nothing.
 
     Args:
         generator: the live ``G`` (plain, ``DistributedDataParallel`` or ``DataParallel``).
@@ -334,16 +510,22 @@ class StageManager:
 
         The live modules are not replaced: they keep training in place, initialised from the stage that just
         ended (RankGAN Algorithm 1). The stage before the old ``previous`` is written to ``directory`` (if
-        given) and dropped from memory. With ``reset_optimizers=True`` the per-parameter state (Adam moments,
-        step counts) of every registered ``torch.optim.Optimizer`` is cleared; learning rates are kept.
+        given, by rank 0) and dropped from memory. With ``reset_optimizers=True`` the per-parameter state (Adam
+        moments, step counts) of every registered ``torch.optim.Optimizer`` is cleared; learning rates are kept.
+
+        Raises:
+            OSError: the outgoing stage could not be written (a full disk: ``errno.ENOSPC``). It is written
+                before anything changes, so the manager is as it was (same ``stage``, same ``previous``) and
+                ``advance()`` can be called again once there is room. Under ``torch.distributed`` every rank
+                raises.
         """
+        old = self.previous
+        if old is not None:
+            self._write_old_stage(old)
         snapshot = {name: freeze(module) for name, module in self._live().items()}
         for module in snapshot.values():
             _broadcast_module(module)  # identical frozen copies on every rank
-        old = self.previous
         self.previous = FrozenStage(stage=self.stage, **snapshot)
-        if old is not None and self.directory is not None:
-            self._write_old_stage(old)
         del old
         if reset_optimizers:
             for obj in self._registered.values():
@@ -355,9 +537,23 @@ class StageManager:
         self._plateau_reference, self._plateau_count = None, 0
 
     def _write_old_stage(self, stage: FrozenStage) -> None:
+        """Write ``stage`` to ``directory`` (if any) on rank 0; raise ``OSError`` on every rank if that failed."""
+        failure: OSError | None = None
         if _rank() == 0 and self.directory is not None:
             weights = {name: module.state_dict() for name, module in stage.modules().items()}
-            atomic_save({"stage": stage.stage, "weights": weights}, self.directory / f"stage-{stage.stage:04d}.pt")
+            try:
+                atomic_save({"stage": stage.stage, "weights": weights}, self.directory / f"stage-{stage.stage:04d}.pt")
+            except OSError as error:
+                failure = error
+        if _world() > 1:
+            # Every rank takes part (a directory may be set on rank 0 only): the others must not move on to a
+            # stage that rank 0 could not keep.
+            flag = torch.tensor([0 if failure is None else 1], device=self._device())
+            dist.broadcast(flag, src=0)
+            if failure is None and int(flag.item()):
+                raise OSError(f"rank 0 could not write stage {stage.stage} to its directory; nothing changed")
+        if failure is not None:
+            raise failure
 
     def memory_footprint(self) -> dict[str, int]:
         """Number and bytes of the distinct parameter and buffer tensors the manager holds in memory."""
@@ -523,7 +719,9 @@ class StageManager:
         """Log the current critic's score ladder and the gap ``Gamma = mean D(x) - mean D(G(z))`` (GoGAN Eq. 6).
 
         Call it at whatever interval defines a "record" for ``stage_length`` / ``plateau_patience`` (a step, an
-        epoch). Returns ``Gamma``.
+        epoch). Returns ``Gamma``. A non-finite ``Gamma`` (NaN or inf: a diverged critic) is logged and counts
+        towards ``stage_length``, but the plateau test ignores it (it neither resets nor extends the plateau)
+        and a ``RuntimeWarning`` says so.
         """
         real = float(per_sample_scores(real_scores, "real_scores").detach().double().mean())
         fake = float(per_sample_scores(fake_scores, "fake_scores").detach().double().mean())
@@ -535,7 +733,16 @@ class StageManager:
         if prev_fake_scores is not None:
             prev = per_sample_scores(prev_fake_scores, "prev_fake_scores").detach().double().mean()
             entry["prev_fake"].append(float(prev))
-        if self._plateau_reference is None or abs(gap - self._plateau_reference) > self.plateau_tolerance:
+        if not math.isfinite(gap):
+            # NaN compares false with everything, so it would land on the "plateau" side of the test below and
+            # end the stage; a diverged record says nothing about a plateau, so it is logged and skipped.
+            warnings.warn(
+                f"the gap Gamma = mean D(x) - mean D(G(z)) is not finite ({gap}; mean D(x) = {real}, mean "
+                f"D(G(z)) = {fake}); it is logged, counts towards stage_length, and is ignored by the plateau test",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        elif self._plateau_reference is None or abs(gap - self._plateau_reference) > self.plateau_tolerance:
             self._plateau_reference, self._plateau_count = gap, 0
         else:
             self._plateau_count += 1
@@ -572,47 +779,151 @@ class StageManager:
         return state
 
     def load_state_dict(self, state: Mapping[str, Any], *, restore_rng: bool = True) -> None:
-        """Restore :meth:`state_dict`'s output; frozen copies are rebuilt from the live modules' structure."""
+        """Restore :meth:`state_dict`'s output, all or nothing; frozen copies are rebuilt from the live modules.
+
+        The whole checkpoint is checked first: its keys and their types, every tensor's shape and dtype against
+        the live modules (and the encoder; frozen copies have the live modules' structure), the registered
+        objects (optimizers: their groups, parameters and per-parameter state shapes), the history and plateau
+        structure, ``stage`` an int >= 1 with the previous stage ``stage - 1`` (none at stage 1), ``markers``
+        None or two finite floats. Only then is it applied; if applying fails anyway (a registered object
+        refuses its state, say), everything applied so far is undone.
+
+        Raises:
+            CheckpointError: the checkpoint does not fit this manager or is malformed; the manager, its modules
+                and registered objects (and, with ``restore_rng``, the RNG states) are exactly as before.
+        """
+        self._check_state(state)
+        backup = self._backup()
+        try:
+            self._apply_state(state, restore_rng=restore_rng)
+        except BaseException as error:
+            unrestored = self._restore(backup)
+            if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit: undone, then passed on
+                raise
+            if unrestored:  # only a registered object that refuses its own state_dict() gets here
+                raise CheckpointError(
+                    f"could not load the checkpoint ({error}), and registered objects {unrestored} refused their "
+                    "previous state back: they may be half-loaded"
+                ) from error
+            raise CheckpointError(f"could not load the checkpoint (nothing was changed): {error}") from error
+
+    def _check_state(self, state: Any) -> None:
+        """Raise :class:`CheckpointError` unless ``state`` fits this manager; changes nothing."""
         if not isinstance(state, Mapping) or state.get("format") != FORMAT_VERSION:
-            raise CheckpointError(f"not a StageManager checkpoint of format {FORMAT_VERSION}")
-        missing = set(state["registered"]) ^ set(self._registered)
-        if missing:
-            raise CheckpointError(
-                f"registered objects differ: checkpoint has {sorted(state['registered'])}, "
-                f"this manager has {sorted(self._registered)}"
-            )
+            found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
+            raise CheckpointError(f"not a StageManager checkpoint of format {FORMAT_VERSION} (got format {found!r})")
+        _check_keys("(top level)", state, _STATE_KEYS)
+        stage = state["stage"]
+        if not (_is_int(stage) and stage >= 1):
+            raise CheckpointError(f"checkpoint stage must be an int >= 1; got {_kind(stage)}")
+        _check_markers(state["markers"], stage)
+        _check_plateau(state["plateau"])
+        _check_history(state["history"], stage)
+        _check_rng(state["rng"])
+        self._check_networks(state)
+        _check_keys("registered", state["registered"], self._registered)
+        for name, obj in self._registered.items():
+            if isinstance(obj, torch.optim.Optimizer):
+                _check_optimizer(f"registered[{name!r}]", obj, state["registered"][name])
+
+    def _check_networks(self, state: Mapping[str, Any]) -> None:
+        live = {name: unwrap(module) for name, module in self._live().items()}
+        _check_keys("live", state["live"], live)
+        for name, module in live.items():
+            _check_weights(f"live[{name!r}]", state["live"][name], module)
+        if (state["encoder"] is None) != (self.encoder is None):
+            has = "has" if self.encoder is not None else "has no"
+            raise CheckpointError(f"checkpoint encoder is {_kind(state['encoder'])} but this manager {has} encoder")
+        if self.encoder is not None:
+            _check_weights("encoder", state["encoder"], self.encoder)
+        previous, stage = state["previous"], state["stage"]
+        if previous is None:
+            if stage != 1:
+                raise CheckpointError(f"checkpoint is at stage {stage} but holds no previous stage")
+            return
+        _check_keys("previous", previous, ("stage", "weights"))
+        if previous["stage"] != stage - 1 or not _is_int(previous["stage"]):
+            raise CheckpointError(f"checkpoint previous stage is {previous['stage']!r}; expected {stage - 1}")
+        _check_keys("previous['weights']", previous["weights"], live)
+        for name, module in live.items():
+            _check_weights(f"previous['weights'][{name!r}]", previous["weights"][name], module)
+
+    def _backup(self) -> dict[str, Any]:
+        """What :meth:`_restore` needs to undo a failed load: copies of every state a load changes."""
+        return {
+            "live": {name: _cpu_copy(unwrap(module).state_dict()) for name, module in self._live().items()},
+            "encoder": None if self.encoder is None else _cpu_copy(self.encoder.state_dict()),
+            "registered": {name: copy.deepcopy(obj.state_dict()) for name, obj in self._registered.items()},
+            "rng": _rng_state(),
+            "fields": (
+                self.stage,
+                self.previous,
+                self.markers,
+                self.history,
+                self._plateau_reference,
+                self._plateau_count,
+            ),
+        }
+
+    def _restore(self, backup: Mapping[str, Any]) -> list[str]:
+        """Undo a failed load from :meth:`_backup`; returns the registered objects that refused their state."""
+        for name, module in self._live().items():
+            unwrap(module).load_state_dict(backup["live"][name])
+        if self.encoder is not None:
+            self.encoder.load_state_dict(backup["encoder"])
+        unrestored = []
+        for name, obj in self._registered.items():
+            try:
+                obj.load_state_dict(backup["registered"][name])
+            except Exception:
+                unrestored.append(name)
+        (
+            self.stage,
+            self.previous,
+            self.markers,
+            self.history,
+            self._plateau_reference,
+            self._plateau_count,
+        ) = backup["fields"]
+        _set_rng_state(backup["rng"])
+        return unrestored
+
+    def _apply_state(self, state: Mapping[str, Any], *, restore_rng: bool) -> None:
+        """Apply a checked state; the frozen copies are built before anything is changed."""
         live = self._live()
-        if set(state["live"]) != set(live):
-            raise CheckpointError(f"checkpoint holds networks {sorted(state['live'])}; this manager has {sorted(live)}")
+        previous = None
+        if state["previous"] is not None:
+            frozen = {name: freeze(module) for name, module in live.items()}
+            for name, module in frozen.items():
+                module.load_state_dict(state["previous"]["weights"][name])
+            previous = FrozenStage(stage=state["previous"]["stage"], **frozen)
+        for name, obj in self._registered.items():
+            try:
+                obj.load_state_dict(state["registered"][name])
+            except Exception as error:
+                raise CheckpointError(f"registered object {name!r} refused its state: {error}") from error
         for name, module in live.items():
             unwrap(module).load_state_dict(state["live"][name])
-        if state["encoder"] is not None:
-            if self.encoder is None:
-                raise CheckpointError("checkpoint holds an encoder but this manager has none")
+        if self.encoder is not None:
             self.encoder.load_state_dict(state["encoder"])
-        self.previous = None
-        if state["previous"] is not None:
-            frozen = {}
-            for name, weights in state["previous"]["weights"].items():
-                module = freeze(live[name])
-                module.load_state_dict(weights)
-                frozen[name] = module
-            self.previous = FrozenStage(stage=int(state["previous"]["stage"]), **frozen)
-        for name, obj in self._registered.items():
-            obj.load_state_dict(state["registered"][name])
-        self.stage = int(state["stage"])
+        self.previous = previous
+        self.stage = state["stage"]
         self.markers = None if state["markers"] is None else (float(state["markers"][0]), float(state["markers"][1]))
         self.history = copy.deepcopy(list(state["history"]))
         reference, count = state["plateau"]
-        self._plateau_reference, self._plateau_count = reference, int(count)
+        self._plateau_reference, self._plateau_count = reference, count
         if restore_rng:
             _set_rng_state(state["rng"])
 
     def save(self, directory: str | Path | None = None) -> Path | None:
         """Write the checkpoint atomically to ``directory`` (default: the manager's), on rank 0 only.
 
-        A process killed at any instant during the save leaves the previous checkpoint intact and loadable.
-        Returns the path written (``None`` on other ranks).
+        A process killed at any instant during the save leaves the previous checkpoint intact and loadable; the
+        file layout (a SHA-256 header, then the ``torch.save`` payload) is described in
+        :mod:`rankplug._checkpoint`. Returns the path written (``None`` on other ranks).
+
+        Raises:
+            OSError: the file could not be written (a full disk); the previous checkpoint is intact.
         """
         target = self._directory(directory)
         state = self.state_dict()  # every rank builds it: state_dict involves no collectives
@@ -624,7 +935,12 @@ class StageManager:
         return path
 
     def load(self, directory: str | Path | None = None, *, restore_rng: bool = True) -> None:
-        """Load the checkpoint in ``directory`` (default: the manager's); unsafe files are refused."""
+        """Load the checkpoint in ``directory`` (default: the manager's), all or nothing (:meth:`load_state_dict`).
+
+        Raises:
+            CheckpointError: the file is missing, truncated, corrupt (its checksum does not match), holds pickled
+                code, or does not fit this manager; nothing is changed.
+        """
         target = self._directory(directory)
         state = safe_load(target / CHECKPOINT_NAME, map_location=self._device())
         self.load_state_dict(state, restore_rng=restore_rng)
