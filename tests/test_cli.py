@@ -157,15 +157,14 @@ def test_conditional_demo_compares_both_heads(tmp_path: Path, capsys: pytest.Cap
     assert "resuming the aam run" in capsys.readouterr().err
 
 
-def test_eval_without_inception_weights_says_how_to_get_them(
+def test_eval_with_missing_inception_weights_fails_before_writing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # issue 10, finding 11: a requested output that cannot be produced is an error (it used to exit 0)
     run = tmp_path / "wgan"
     assert main(["train", "--dir", str(run), "--method", "wgan-gp", *QUICK_TRAIN]) == 0
     missing = tmp_path / "nowhere" / "pt_inception.pth"
-    assert main(["eval", str(run), *QUICK_EVAL, "--inception-weights", str(missing)]) == 0
+    assert main(["eval", str(run), *QUICK_EVAL, "--inception-weights", str(missing)]) == 2
     err = capsys.readouterr().err
-    assert "Inception FID / IS skipped" in err
-    # the missing file is named; without pytorch-gan-metrics the message says what to install instead
-    assert str(missing) in err or 'pip install "rankplug[eval]"' in err
-    assert json.loads((run / "eval-stage2.json").read_text())["inception"] is None
+    assert f"error: --inception-weights: no such file: {str(missing)!r}" in err
+    assert not list(run.glob("eval-stage*.json"))

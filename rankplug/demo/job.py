@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 
 from rankplug._validation import check_positive_int
-from rankplug.demo.train import MODELS_NAME, STAGED_METHODS, load_stage_models, train
+from rankplug.demo.train import MODELS_NAME, STAGED_METHODS, check_settings, load_stage_models, train
+from rankplug.runs import RunDirectoryError, check_directory_argument, holds_run_lock, lock_run, read_json
 
 RUN_FILE = "run.json"
 DEMO_FILE = "demo.json"
@@ -95,6 +96,10 @@ def load_data(kind: str, root: str | None, size: int) -> tuple[Tensor, Tensor]:
     """
     if kind not in DATA_KINDS:
         raise ValueError(f"data must be one of {DATA_KINDS}; got {kind!r}")
+    if kind == "digits" and root is not None:
+        raise ValueError(f"data 'digits' is bundled and takes no root directory (--data-root); got {root!r}")
+    if root is not None and not isinstance(root, str):
+        raise TypeError(f"data_root must be a path string; got {type(root).__name__}")
     if kind == "digits":
         from rankplug.eval.digits import digits_split
 
@@ -123,6 +128,36 @@ def _progress_bar(total: int, initial: int, description: str, enabled: bool) -> 
     return tqdm(total=total, initial=initial, desc=description, unit="step", leave=True, dynamic_ncols=True)
 
 
+def _spec_settings(spec: dict[str, Any]) -> dict[str, Any]:
+    """The training settings of a run spec (``run.json`` less its data keys), validated."""
+    for key in ("method", "data", "stages", "steps_per_stage", "size"):
+        if key not in spec:
+            raise ValueError(f"the setting {key!r} is missing")
+    if spec["data"] not in DATA_KINDS:
+        raise ValueError(f"data must be one of {DATA_KINDS}; got {spec['data']!r}")
+    root = spec.get("data_root")
+    if root is not None and (not isinstance(root, str) or not root):
+        raise ValueError(f"data_root must be a non-empty path string or null; got {root!r}")
+    return check_settings({k: v for k, v in spec.items() if k not in ("data", "data_root")})
+
+
+def read_run_spec(run_dir: str | Path) -> dict[str, Any]:
+    """A run directory's ``run.json``, checked (types, ranges, sizes) before anything is built from it.
+
+    Raises :class:`~rankplug.runs.RunDirectoryError` naming the file when it is malformed, and
+    ``FileNotFoundError`` when the directory has none.
+    """
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {RUN_FILE} (made by `rankplug train`)")
+    spec: dict[str, Any] = read_json(path)
+    try:
+        _spec_settings(spec)
+    except (ValueError, TypeError) as error:
+        raise RunDirectoryError(f"{path} is not a valid run file: {error}") from error
+    return spec
+
+
 def train_run(
     run_dir: str | Path,
     *,
@@ -139,6 +174,9 @@ def train_run(
 
     ``run.json`` records the data spec and every setting; a second call with the same settings resumes from
     the last checkpoint (and says so), and one with different settings is refused rather than mixed in.
+    Every setting and the data are checked before anything is written, so a refused call leaves the directory
+    as it was, and the directory is locked (:func:`rankplug.runs.lock_run`) while the run trains in it: a
+    second process is refused instead of mixing two runs.
 
     Args:
         run_dir: the run directory (created).
@@ -150,8 +188,8 @@ def train_run(
         echo: where one-line messages go (default: stderr).
         **train_kwargs: further keyword arguments of :func:`rankplug.demo.train` (``size``, ``seed``, ...).
     """
-    run_dir = Path(run_dir)
-    size = int(train_kwargs.get("size", 16))
+    run_dir = check_directory_argument(run_dir, "run_dir")
+    size = train_kwargs.get("size", 16)
     spec = {
         "method": method,
         "data": data,
@@ -161,18 +199,32 @@ def train_run(
     }
     spec.update({k: v for k, v in train_kwargs.items() if k not in ("callback", "progress")})
     spec["size"] = size
-    run_file = run_dir / RUN_FILE
-    if run_file.is_file():
-        old = json.loads(run_file.read_text())
-        differing = {k for k in set(old) | set(spec) if k != "stages" and old.get(k) != spec.get(k)}
-        if differing:
-            details = ", ".join(f"{k}: {old.get(k)!r} there, {spec.get(k)!r} now" for k in sorted(differing))
-            raise ValueError(
-                f"{run_dir} holds a run with other settings ({details}); pick another directory or the same settings"
-            )
+    _spec_settings(spec)
     images, _ = load_data(data, data_root, size)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_file, spec)
+    with lock_run(run_dir, command=f"train {method}"):
+        if (run_dir / RUN_FILE).is_file():
+            _refuse_other_settings(run_dir, read_run_spec(run_dir), spec)
+        _write_json(run_dir / RUN_FILE, spec)
+        result = _train_locked(run_dir, spec, images, progress, echo, train_kwargs)
+        history = {k: v for k, v in result.items() if k not in ("generator", "discriminator")}
+        _write_json(run_dir / "history.json", history)
+    return result
+
+
+def _refuse_other_settings(run_dir: Path, old: dict[str, Any], spec: dict[str, Any]) -> None:
+    differing = {k for k in set(old) | set(spec) if k != "stages" and old.get(k) != spec.get(k)}
+    if differing:
+        details = ", ".join(f"{k}: {old.get(k)!r} there, {spec.get(k)!r} now" for k in sorted(differing))
+        raise ValueError(
+            f"{run_dir} holds a run with other settings ({details}); pick another directory or the same settings"
+        )
+
+
+def _train_locked(
+    run_dir: Path, spec: dict[str, Any], images: Tensor, progress: bool, echo: Printer, train_kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    method, stages, steps_per_stage = spec["method"], spec["stages"], spec["steps_per_stage"]
     done = _steps_done(run_dir)
     total = stages * steps_per_stage
     if done:
@@ -186,7 +238,7 @@ def train_run(
             bar.set_postfix(stage=event["stage"], gap=f"{event['gap']:.3f}", refresh=False)
 
     try:
-        result = train(
+        return train(
             method,
             images=images,
             stages=stages,
@@ -198,9 +250,6 @@ def train_run(
     finally:
         if bar is not None:
             bar.close()
-    history = {k: v for k, v in result.items() if k not in ("generator", "discriminator")}
-    _write_json(run_dir / "history.json", history)
-    return result
 
 
 def _steps_done(run_dir: Path) -> int:
@@ -226,15 +275,40 @@ def _stage_files(run_dir: Path) -> list[tuple[int, Path]]:
 
 def _open_run(run_dir: Path) -> tuple[dict[str, Any], list[tuple[int, Path]], Tensor]:
     """A run directory's ``run.json``, its stage checkpoints in order, and its held-out images."""
-    spec_path = run_dir / RUN_FILE
-    if not spec_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {RUN_FILE} (made by `rankplug train`)")
-    spec = json.loads(spec_path.read_text())
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: no such directory")
+    spec = read_run_spec(run_dir)
     stage_files = _stage_files(run_dir)
     if not stage_files:
         raise FileNotFoundError(f"{run_dir} holds no stage checkpoint ({MODELS_NAME.format(stage='<i>')}) yet")
     _, held_out = load_data(spec["data"], spec.get("data_root"), spec["size"])
     return spec, stage_files, held_out
+
+
+def _load_stage(spec: dict[str, Any], path: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """``load_stage_models(path)``, refused if the checkpoint belongs to another run than ``run.json`` says."""
+    G, D, E, info = load_stage_models(path)
+    settings = info["settings"]
+    differing = sorted(k for k in set(spec) & set(settings) if k != "stages" and spec[k] != settings[k])
+    if differing:
+        details = ", ".join(f"{k} {settings[k]!r} there, {spec[k]!r} in {RUN_FILE}" for k in differing)
+        raise RunDirectoryError(f"{path} was written by another run than {RUN_FILE} describes ({details})")
+    return G, D, E, info
+
+
+def _stage_gaps(run_dir: Path) -> dict[int, list[float]]:
+    """The gaps per stage from ``history.json`` (empty if there is none), checked."""
+    path = run_dir / "history.json"
+    if not path.is_file():
+        return {}
+    history = read_json(path)
+    try:
+        return {
+            int(entry["stage"]): [float(g) for g in entry["gap"]]
+            for entry in history.get("stages", [])  # type: ignore[union-attr]
+        }
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise RunDirectoryError(f"{path} is not a valid history file: {error!r}") from error
 
 
 def _samples(generator: torch.nn.Module, count: int, nz: int, seed: int) -> Tensor:
@@ -266,6 +340,7 @@ def save_grid(images: Tensor, path: str | Path, *, nrow: int = 8, scale: int = 3
     return path
 
 
+@holds_run_lock("eval")
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -314,9 +389,7 @@ def evaluate_run(
         "inception": inception_weights is not None,
         "perceptual_weight": perceptual_weight,
     }
-    history_path = run_dir / "history.json"
-    history = json.loads(history_path.read_text()) if history_path.is_file() else {"stages": []}
-    gaps = {entry["stage"]: entry["gap"] for entry in history.get("stages", [])}
+    gaps = _stage_gaps(run_dir)
     targets = held_out[:completion_images]
     classifier = None
     if spec["data"] == "digits":
@@ -324,9 +397,12 @@ def evaluate_run(
     results = []
     for stage, path in stage_files:
         out_path = run_dir / f"eval-stage{stage}.json"
-        G, D, E, info = load_stage_models(path)
+        G, D, E, info = _load_stage(spec, path)
         if out_path.is_file() and not force:
-            cached = json.loads(out_path.read_text())
+            try:
+                cached = read_json(out_path)
+            except RunDirectoryError:  # our own cache: a damaged one is recomputed
+                cached = {}
             if cached.get("generator_steps") == info["generator_steps"] and cached.get("eval_settings") == settings_key:
                 results.append(cached)
                 continue
@@ -373,6 +449,7 @@ def evaluate_run(
     return results
 
 
+@holds_run_lock("complete")
 def complete_run(
     run_dir: str | Path,
     *,
@@ -400,7 +477,7 @@ def complete_run(
     inits: dict[str, Tensor] = {}
     nz = 0
     for stage, path in stage_files:
-        G, D, E, info = load_stage_models(path)
+        G, D, E, info = _load_stage(spec, path)
         nz = info["settings"]["nz"]
         mbgan = info["settings"]["method"] == "mbgan"  # an embedding, not a score: no perceptual term
         models[f"stage {stage}"] = (G, None if mbgan else D)
@@ -451,16 +528,13 @@ def complete_run(
 def _inception(
     G: torch.nn.Module, nz: int, real: Tensor, count: int, seed: int, weights: str | None, echo: Printer
 ) -> dict[str, float] | None:
-    """Inception FID / IS when asked for (``weights``); a clear one-line reason otherwise."""
+    """Inception FID / IS when asked for (``weights``). Asked for and impossible (no weights file, no
+    pytorch-gan-metrics) is an error, not a silent skip: the caller asked for a number it would not get."""
     if weights is None:
         return None
-    try:
-        from rankplug.eval import inception_metrics
+    from rankplug.eval import inception_metrics
 
-        return dict(inception_metrics(real, _samples(G, count, nz, seed + 2), weights=weights))
-    except (ImportError, FileNotFoundError) as error:
-        echo(f"[eval] Inception FID / IS skipped: {error}")
-        return None
+    return dict(inception_metrics(real, _samples(G, count, nz, seed + 2), weights=weights))
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -543,12 +617,20 @@ def run_demo(
         The content of ``metrics.json``.
     """
     started = time.perf_counter()
-    directory = Path(directory)
+    directory = check_directory_argument(directory, "--dir")
+    check_settings({"size": size, "stages": stages, "seed": seed})
+    if steps_per_stage is not None:
+        check_settings({"steps_per_stage": steps_per_stage})
+    if not (isinstance(budget_seconds, (int, float)) and math.isfinite(budget_seconds) and budget_seconds > 0):
+        raise ValueError(f"budget_seconds must be a finite number of seconds > 0; got {budget_seconds!r}")
     directory.mkdir(parents=True, exist_ok=True)
     demo_file = directory / DEMO_FILE
     wanted = {"size": size, "stages": stages, "seed": seed, "quick": quick, "baseline": baseline}
     if demo_file.is_file():
-        saved = json.loads(demo_file.read_text())
+        saved = read_json(demo_file)
+        steps_saved = saved.get("steps_per_stage")
+        if isinstance(steps_saved, bool) or not isinstance(steps_saved, int) or steps_saved < 1:
+            raise RunDirectoryError(f"{demo_file}: steps_per_stage must be an int >= 1; got {steps_saved!r}")
         differing = sorted(k for k in wanted if saved.get(k) != wanted[k] and k != "baseline")
         if differing:
             raise ValueError(
@@ -604,7 +686,7 @@ def run_demo(
     reference = _digits_reference(size)
     plot_score_ladder({name: results[name] for name in runs}, directory / "score_ladder.png")
     metrics = {
-        "settings": json.loads(demo_file.read_text()),
+        "settings": read_json(demo_file),
         "reference": reference,
         "runs": {
             name: {

@@ -40,7 +40,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from torch.nn import functional
 
 from rankplug import functional as F
 from rankplug._checkpoint import CheckpointError, atomic_save, safe_load
-from rankplug._validation import check_positive_int
+from rankplug._validation import check_choice, check_nonnegative, check_positive
 from rankplug.demo.models import Discriminator, Encoder, Generator
 from rankplug.heads import TripletMetricDiscriminatorHead
 from rankplug.losses import GoGANRankLoss, HingeMarginLoss, StageRankLoss
@@ -91,6 +91,103 @@ class _RunInfo:
         self.generator_steps = int(state["generator_steps"])
         self.wall_time = float(state["wall_time"])
         self.effective_markers = {k: [float(x) for x in v] for k, v in state["effective_markers"].items()}
+
+
+def check_device(device: object, name: str = "device") -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine; ``ValueError`` naming ``name`` otherwise."""
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{name} must be a device name such as 'cpu' or 'cuda:0'; got {type(device).__name__}")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"{name} {str(device)!r} is not a torch device (e.g. cpu, cuda, cuda:1): {error}") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {str(device)!r}: CUDA is not available on this machine; use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"{name} {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type not in ("cpu", "meta"):
+        try:
+            torch.empty(0, device=parsed)
+        except (RuntimeError, AssertionError) as error:  # torch raises either for a backend it was not built with
+            raise ValueError(f"{name} {str(device)!r} is not usable on this machine: {error}") from None
+    return parsed
+
+
+def _int_in(low: int, high: int) -> Callable[[object, str], int]:
+    def check(value: object, name: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int in [{low}, {high}]; got {type(value).__name__}")
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be an int in [{low}, {high}]; got {value}")
+        return value
+
+    return check
+
+
+def _optional(check: Callable[[object, str], Any]) -> Callable[[object, str], Any]:
+    return lambda value, name: None if value is None else check(value, name)
+
+
+def _one_of(*allowed: int) -> Callable[[object, str], int]:
+    def check(value: object, name: str) -> int:
+        if isinstance(value, bool) or value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+        return int(value)  # type: ignore[call-overload]
+
+    return check
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be true or false; got {value!r}")
+    return value
+
+
+# Every setting of :func:`train` with its check. The upper bounds keep a run directory (or an edited checkpoint)
+# from asking for an absurd network: a width of 10^6 is a 512 GB allocation, not a typo to honour.
+_SETTING_CHECKS: dict[str, Callable[[object, str], Any]] = {
+    "method": lambda v, n: check_choice(v, n, METHODS),
+    "stages": _int_in(1, 10_000),
+    "steps_per_stage": _int_in(1, 100_000_000),
+    "batch_size": _int_in(1, 65_536),
+    "n_critic": _optional(_int_in(1, 1_000)),
+    "lr_d": check_positive,
+    "lr_g": check_positive,
+    "size": _one_of(16, 32),
+    "channels": _one_of(1, 3),
+    "nz": _int_in(1, 4_096),
+    "width": _int_in(1, 1_024),
+    "margin": check_nonnegative,
+    "clamp_weight": check_nonnegative,
+    "gp_weight": check_nonnegative,
+    "embed_dim": _optional(_int_in(1, 65_536)),
+    "alpha": _optional(check_nonnegative),
+    "encoder": _flag,
+    "encoder_epochs": _optional(_int_in(1, 10_000)),
+    "log_every": _int_in(1, 100_000_000),
+    "seed": _int_in(-(2**63), 2**63 - 1),
+    "device": check_device,
+    "amp": _flag,
+}
+
+
+def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate settings of :func:`train` (any subset, by keyword); return them normalised.
+
+    Each value is checked for its type and range; an unknown key raises ``TypeError`` as an unknown keyword
+    would, and ``log_every`` must divide ``steps_per_stage`` when both are given. Used before anything is
+    written (``rankplug train``) and on every settings block read back from a file.
+    """
+    out = {}
+    for key, value in settings.items():
+        check = _SETTING_CHECKS.get(key)
+        if check is None:
+            raise TypeError(f"unknown setting {key!r}; expected one of {', '.join(sorted(_SETTING_CHECKS))}")
+        out[key] = check(value, key)
+    if "steps_per_stage" in out and "log_every" in out and out["steps_per_stage"] % out["log_every"]:
+        raise ValueError(f"log_every must divide steps_per_stage; got {out['log_every']} and {out['steps_per_stage']}")
+    return out
 
 
 def _markers_for_stage(
@@ -179,22 +276,38 @@ def train(
         ``generator_steps`` (in all), ``steps_this_call``, ``wall_time`` (seconds, all calls),
         ``resumed`` and ``settings``.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    checked = check_settings(
+        {
+            "method": method,
+            "stages": stages,
+            "steps_per_stage": steps_per_stage,
+            "batch_size": batch_size,
+            "n_critic": n_critic,
+            "lr_d": lr_d,
+            "lr_g": lr_g,
+            "size": size,
+            "nz": nz,
+            "width": width,
+            "margin": margin,
+            "clamp_weight": clamp_weight,
+            "gp_weight": gp_weight,
+            "embed_dim": embed_dim,
+            "alpha": alpha,
+            "encoder": encoder,
+            "encoder_epochs": encoder_epochs,
+            "log_every": log_every,
+            "seed": seed,
+            "device": device,
+            "amp": amp,
+        }
+    )
     if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[2:]) != (size, size):
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"images has shape {shape}; expected (M, C, {size}, {size})")
-    stages = check_positive_int(stages, "stages")
-    steps_per_stage = check_positive_int(steps_per_stage, "steps_per_stage")
-    batch_size = check_positive_int(batch_size, "batch_size")
     dcgan_style = method in _DCGAN_STYLE
-    n_critic = check_positive_int((1 if dcgan_style else 5) if n_critic is None else n_critic, "n_critic")
-    embed_dim = check_positive_int(embed_dim, "embed_dim")
-    log_every = check_positive_int(log_every, "log_every")
-    if steps_per_stage % log_every:
-        raise ValueError(f"log_every must divide steps_per_stage; got {log_every} and {steps_per_stage}")
+    n_critic = (1 if dcgan_style else 5) if n_critic is None else n_critic
+    device = torch.device(checked["device"])
     started = time.perf_counter()
-    device = torch.device(device)
     torch.manual_seed(seed)
     random.seed(seed)
     images = images.to(device)
@@ -220,7 +333,7 @@ def train(
         "seed": seed,
         "amp": bool(amp),
         "encoder": bool(encoder),
-        "encoder_epochs": check_positive_int(encoder_epochs, "encoder_epochs") if encoder else None,
+        "encoder_epochs": encoder_epochs if encoder else None,
     }
     G, D, E = build_models(settings)
     G, D = G.to(device), D.to(device)
@@ -435,16 +548,23 @@ def load_stage_models(
     for a run without an encoder; ``info`` holds ``stage``, ``generator_steps`` and ``settings``.
     """
     payload = safe_load(Path(path), map_location=device)
-    if not isinstance(payload, dict) or not {"settings", "generator", "discriminator"} <= set(payload):
+    keys = {"stage", "generator_steps", "settings", "generator", "discriminator", "encoder"}
+    if not isinstance(payload, dict) or not keys <= set(payload) or not isinstance(payload["settings"], dict):
         raise CheckpointError(f"{path} is not a rankplug demo stage checkpoint (models-stage<i>.pt)")
-    G, D, E = build_models(payload["settings"])
-    G.load_state_dict(payload["generator"])
-    D.load_state_dict(payload["discriminator"])
-    for module in (G, D):
+    try:
+        # the settings decide the networks' sizes: check them before anything is allocated
+        settings = check_settings(payload["settings"])
+        _int_in(1, 10_000)(payload["stage"], "stage")
+        _int_in(0, 10**12)(payload["generator_steps"], "generator_steps")
+        G, D, E = build_models(settings)
+        G.load_state_dict(payload["generator"])
+        D.load_state_dict(payload["discriminator"])
+        if E is not None:
+            E.load_state_dict(payload["encoder"])
+    except (ValueError, TypeError, RuntimeError, KeyError, AttributeError) as error:
+        raise CheckpointError(f"{path} is not a valid rankplug stage checkpoint: {error}") from error
+    for module in (G, D) if E is None else (G, D, E):
         module.to(device).eval().requires_grad_(False)
-    if E is not None:
-        E.load_state_dict(payload["encoder"])
-        E.to(device).eval().requires_grad_(False)
     info = {k: payload[k] for k in ("stage", "generator_steps", "settings")}
     return G, D, E, info
 
@@ -456,4 +576,13 @@ def _stage_entry(entry: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["METHODS", "MODELS_NAME", "STAGED_METHODS", "build_models", "load_stage_models", "train"]
+__all__ = [
+    "METHODS",
+    "MODELS_NAME",
+    "STAGED_METHODS",
+    "build_models",
+    "check_device",
+    "check_settings",
+    "load_stage_models",
+    "train",
+]
