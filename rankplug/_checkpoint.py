@@ -128,25 +128,20 @@ def _create_temp(target: Path) -> tuple[Path, io.BufferedWriter]:
     raise FileExistsError(f"could not create a temporary file next to {target}: every name tried exists")
 
 
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` ``obj`` to ``path`` with a checksum header, atomically (see the module docstring).
+def atomic_write(path: str | os.PathLike[str], *parts: bytes | memoryview) -> Path:
+    """Write ``parts`` one after another to ``path`` atomically: an exclusive temporary file, fsync, rename.
 
-    Raises:
-        OSError: the file could not be written (a full disk: ``errno.ENOSPC``); the old file at ``path``, if
-            any, is intact and no temporary file is left.
+    The crash-safety of :func:`atomic_save` for any bytes (JSON, ``.npz`` statistics). Raises ``OSError`` when
+    the file cannot be written; the old file at ``path``, if any, is intact and no temporary file is left.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    payload = buffer.getbuffer()
-    header = MAGIC + _LENGTH.pack(len(payload)) + hashlib.sha256(payload).digest()
     _remove_stale_temps(target)
     tmp, handle = _create_temp(target)
     try:
         with handle:
-            _write_chunks(handle, memoryview(header))
-            _write_chunks(handle, payload)
+            for part in parts:
+                _write_chunks(handle, memoryview(part))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
@@ -154,10 +149,25 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    finally:
-        payload.release()
     _fsync_directory(target.parent)
     return target
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` ``obj`` to ``path`` with a checksum header, atomically (see the module docstring).
+
+    Raises:
+        OSError: the file could not be written (a full disk: ``errno.ENOSPC``); the old file at ``path``, if
+            any, is intact and no temporary file is left.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    payload = buffer.getbuffer()
+    try:
+        header = MAGIC + _LENGTH.pack(len(payload)) + hashlib.sha256(payload).digest()
+        return atomic_write(path, header, payload)
+    finally:
+        payload.release()
 
 
 def _read_payload(source: Path) -> bytes | None:

@@ -21,7 +21,6 @@ import json
 import math
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rankplug._checkpoint import atomic_write
 from rankplug._validation import check_positive_int
 from rankplug.demo.train import MODELS_NAME, STAGED_METHODS, check_settings, load_stage_models, train
 from rankplug.runs import RunDirectoryError, check_directory_argument, holds_run_lock, lock_run, read_json
@@ -56,12 +56,7 @@ def _echo(message: str) -> None:
 
 def _write_json(path: Path, payload: Any) -> None:
     """Write JSON atomically (a temporary file renamed over the old one), so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
-        tmp = Path(f.name)
-    tmp.replace(path)
+    atomic_write(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
 def machine_info() -> dict[str, Any]:

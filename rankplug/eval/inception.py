@@ -29,6 +29,7 @@ imported only when a metric is computed; importing :mod:`rankplug.eval` imports 
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import pickle
@@ -43,7 +44,7 @@ from typing import NamedTuple, Union
 import torch
 from torch import Tensor
 
-from rankplug._checkpoint import CheckpointError
+from rankplug._checkpoint import CheckpointError, atomic_write
 from rankplug._validation import check_batch, check_positive_int, check_tensor, shape_str
 from rankplug.eval.digits import frechet_distance
 
@@ -347,17 +348,10 @@ class InceptionStats(NamedTuple):
         """Write ``mu``, ``sigma`` and ``num_images`` to the ``.npz`` file ``path`` (atomically); return it."""
         import numpy as np
 
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as handle:
-                # Uncompressed: a covariance's float64 noise barely compresses, and zlib would take seconds.
-                np.savez(handle, mu=self.mu.cpu().numpy(), sigma=self.sigma.cpu().numpy(), num_images=self.num_images)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        buffer = io.BytesIO()
+        # Uncompressed: a covariance's float64 noise barely compresses, and zlib would take seconds.
+        np.savez(buffer, mu=self.mu.cpu().numpy(), sigma=self.sigma.cpu().numpy(), num_images=self.num_images)
+        target = atomic_write(path, buffer.getbuffer())  # exclusive temporary file: never follows a symlink
         return target
 
     @classmethod
