@@ -94,7 +94,7 @@ def test_wheel_metadata_licence_classifiers_and_extras(wheel):
     classifiers = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Classifier:")]
     assert "Framework :: Pytest" not in classifiers  # rankplug is not a pytest plugin
     requires = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")]
-    eval_extra = [r for r in requires if "extra == \"eval\"" in r]
+    eval_extra = [r for r in requires if 'extra == "eval"' in r]
     assert any(r.startswith("pillow") for r in eval_extra), eval_extra
     # 0.5.3 or the renamed pytorch-image-generation-metrics that later releases install: not pinned to 0.5.3
     (metrics,) = [r for r in eval_extra if r.startswith("pytorch-gan-metrics")]
