@@ -1,8 +1,10 @@
-"""Input checks and the reduction helper shared by every loss.
+"""Input checks, the computation dtype and the reduction helper shared by every loss.
 
 Every public loss validates its input through these helpers, so that each error names the argument,
 the expected value and the value it got, the same way everywhere. Checks raise ``ValueError`` or
-``TypeError`` explicitly (never ``assert``, which ``python -O`` strips).
+``TypeError`` explicitly (never ``assert``, which ``python -O`` strips). The tensor checks read only metadata
+(shape, dtype, layout, device), so they cost no host sync and hold while compiling; NaN and inf are not checked but
+propagate through the maths, so a diverged run logs non-finite losses.
 """
 
 from __future__ import annotations
@@ -34,23 +36,62 @@ def check_reduction(reduction: object) -> Reduction:
 
 
 def reduce(per_sample: Tensor, reduction: Reduction) -> Tensor:
-    """Apply a torch.nn-style reduction to a ``(N,)`` tensor of per-sample losses."""
+    """Apply a torch.nn-style reduction to a ``(N,)`` tensor of per-sample losses.
+
+    An unknown reduction raises rather than falling through to ``"none"``: a module's ``reduction`` attribute
+    set after construction reaches this helper unchecked.
+    """
     if reduction == "mean":
         return per_sample.mean()
     if reduction == "sum":
         return per_sample.sum()
+    if reduction != "none":
+        check_reduction(reduction)  # raises: "mean" and "sum" returned above, so this is no reduction
     return per_sample
 
 
-def check_tensor(value: object, name: str) -> Tensor:
-    """Raise ``TypeError`` unless ``value`` is a floating-point tensor."""
+def hinge(value: Tensor) -> Tensor:
+    """``[u]_+ = max(0, u)`` that keeps a non-finite ``u`` non-finite.
+
+    ``torch.relu`` propagates NaN but maps ``-inf`` to 0, so a critic whose real scores diverged to ``+inf``
+    would log a finite, zero loss (with zero gradients) instead of showing the divergence. ``0 * u`` is 0 for
+    every finite ``u`` and NaN for ``+-inf`` and NaN, so the sum is exactly the hinge for finite input and
+    NaN otherwise, with no host sync.
+    """
+    return torch.relu(value) + 0.0 * value
+
+
+def check_dense(value: object, name: str) -> Tensor:
+    """Raise ``TypeError`` unless ``value`` is a dense (strided) tensor, of any dtype."""
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
-    if not value.is_floating_point():
-        raise TypeError(
-            f"{name} must have a floating-point dtype (float16, bfloat16, float32 or float64); got {value.dtype}"
-        )
+    if value.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor; got layout {value.layout} (call .to_dense())")
     return value
+
+
+def check_tensor(value: object, name: str) -> Tensor:
+    """Raise ``TypeError`` unless ``value`` is a dense (strided) floating-point tensor."""
+    tensor = check_dense(value, name)
+    if not tensor.is_floating_point():
+        raise TypeError(
+            f"{name} must have a floating-point dtype (float16, bfloat16, float32 or float64); got {tensor.dtype}"
+        )
+    return tensor
+
+
+def check_same_device(**tensors: Tensor) -> None:
+    """Raise ``ValueError`` unless every tensor is on the device of the first one.
+
+    Devices are metadata, so the check needs no host sync and holds while compiling.
+    """
+    names = list(tensors)
+    first = names[0]
+    device = tensors[first].device
+    for name in names[1:]:
+        other = tensors[name].device
+        if other != device:
+            raise ValueError(f"{name} is on {other} but {first} is on {device}; move both to one device")
 
 
 def check_batch(tensor: Tensor, name: str) -> int:
@@ -63,19 +104,26 @@ def check_batch(tensor: Tensor, name: str) -> int:
 
 
 def per_sample_scores(scores: object, name: str) -> Tensor:
-    """Validate discriminator scores and return one score per sample, shape ``(N,)``.
+    """Validate discriminator scores and return one score per sample, shape ``(N,)``, in the computation dtype.
 
     Accepts ``(N,)``, ``(N, 1)`` and PatchGAN maps ``(N, 1, H, W)``; a PatchGAN map's per-sample score is
-    the mean over its non-batch dimensions (MATH "Conventions").
+    the mean over its non-batch dimensions (MATH "Conventions"). The result is float32 for float16 and
+    bfloat16 scores (float32 and float64 stay as they are; see :func:`compute_dtype`).
     """
     tensor = check_tensor(scores, name)
     ok = tensor.dim() == 1 or (tensor.dim() in (2, 4) and tensor.shape[1] == 1)
     if not ok:
         raise ValueError(f"{name} has shape {shape_str(tensor)}; expected {SCORE_SHAPES}")
     check_batch(tensor, name)
+    if tensor.dim() == 4 and tensor.shape[2] * tensor.shape[3] == 0:
+        # The mean of an empty map is 0/0 = NaN, which would pass for a diverged critic.
+        raise ValueError(
+            f"{name} has shape {shape_str(tensor)}, an empty score map; expected (N, 1, H, W) with H, W >= 1"
+        )
     if tensor.dim() == 1:
-        return tensor
-    return tensor.flatten(1).mean(dim=1)
+        return as_float32(tensor)
+    # Averaged in the computation dtype directly, without a float32 copy of the whole map.
+    return tensor.flatten(1).mean(dim=1, dtype=compute_dtype(tensor))
 
 
 def check_same_batch(**tensors: Tensor) -> int:
@@ -140,8 +188,18 @@ def check_markers(m_high: object, m_low: object) -> tuple[float, float]:
     return high, low
 
 
+def compute_dtype(tensor: Tensor) -> torch.dtype:
+    """The dtype every rankplug loss computes in: float32, or the input's dtype if wider (float64).
+
+    torch's own losses do the same under autocast: a float16 hinge overflows above 65504 (a clamp weight of
+    1000 times a score gap of 66 is enough), a float16 sum of a few thousand scores overflows, and bfloat16's
+    8-bit significand turns ``255 + 1.5 - 256`` into 0.
+    """
+    return torch.promote_types(tensor.dtype, torch.float32)
+
+
 def as_float32(tensor: Tensor) -> Tensor:
-    """Upcast half-precision tensors to float32 (float64 stays float64) for numerically fragile maths."""
+    """Upcast half-precision tensors to float32 (float64 stays float64), i.e. to :func:`compute_dtype`."""
     if tensor.dtype in (torch.float16, torch.bfloat16):
         return tensor.float()
     return tensor

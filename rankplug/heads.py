@@ -17,11 +17,12 @@ from rankplug._validation import (
     check_positive,
     check_positive_int,
     check_reduction,
+    check_same_device,
     check_tensor,
     flat_features,
     shape_str,
 )
-from rankplug.functional.angular import check_angular_margin, scaled_cosine_margin_loss
+from rankplug.functional.angular import check_angular_margin, scaled_cosine_margin_logits, scaled_cosine_margin_loss
 from rankplug.functional.metric import MARGIN_NORMS
 
 # torch.nn.functional.normalize's floor on a norm, used where the head divides by the feature norm itself.
@@ -65,7 +66,8 @@ class TripletMetricDiscriminatorHead(nn.Module):
     Shape:
         - features: ``(N, *)`` with ``in_features`` values per sample.
         - Output of ``forward``: ``(N, K)``.
-        - Losses: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Losses: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 embeddings.
 
     Example:
         >>> head = TripletMetricDiscriminatorHead(64, embed_dim=500)
@@ -93,11 +95,22 @@ class TripletMetricDiscriminatorHead(nn.Module):
         self.embed_dim = check_positive_int(embed_dim, "embed_dim")
         self.alpha = check_nonnegative(alpha, "alpha")
         self.margin_norm = check_choice(margin_norm, "margin_norm", MARGIN_NORMS)
-        self.reduction: Reduction = check_reduction(reduction)
+        self.reduction = reduction
         self.embed = nn.Linear(self.in_features, self.embed_dim)
 
+    @property
+    def reduction(self) -> Reduction:
+        """``"mean"`` | ``"sum"`` | ``"none"``; validated when set, also after construction."""
+        return self._reduction
+
+    @reduction.setter
+    def reduction(self, value: Reduction) -> None:
+        self._reduction: Reduction = check_reduction(value)
+
     def forward(self, features: Tensor) -> Tensor:
-        return self.embed(flat_features(features, "features", self.in_features))
+        flat = flat_features(features, "features", self.in_features)
+        check_same_device(**{"the head's weight": self.embed.weight, "features": flat})
+        return self.embed(flat)
 
     def margin(self, positive_images: Tensor, fake_images: Tensor) -> Tensor:
         """The detached data-dependent margin ``h`` of Eq. 4, shape ``(N,)``."""
@@ -184,7 +197,7 @@ class AAMAuxClassifier(nn.Module):
         - features: ``(N, *)`` with ``in_features`` values per sample, e.g. StarGAN's ``(N, C, S, S)``.
         - Output of ``forward``: ``(N, num_classes)``.
         - targets: ``(N,)`` integer labels, or ``(N, num_classes)`` multi-hot floats when ``multi_label``.
-        - Output of ``loss``: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output of ``loss``: scalar, or ``(N,)`` with ``reduction="none"``; float32 (float64 for float64 input).
 
     Example:
         >>> head = AAMAuxClassifier(128, 10, scale=16.0, margin=0.3)
@@ -217,7 +230,7 @@ class AAMAuxClassifier(nn.Module):
         self.scale = scale
         self.margin = margin
         self.multi_label = bool(multi_label)
-        self.reduction: Reduction = check_reduction(reduction)
+        self.reduction = reduction
         if weight is None:
             weight = nn.Parameter(torch.empty(self.num_classes, self.in_features))
             nn.init.xavier_uniform_(weight)
@@ -249,6 +262,15 @@ class AAMAuxClassifier(nn.Module):
     @margin.setter
     def margin(self, value: float) -> None:
         self._margin = check_angular_margin(value)
+
+    @property
+    def reduction(self) -> Reduction:
+        """``"mean"`` | ``"sum"`` | ``"none"`` for :meth:`loss`; validated when set, also after construction."""
+        return self._reduction
+
+    @reduction.setter
+    def reduction(self, value: Reduction) -> None:
+        self._reduction: Reduction = check_reduction(value)
 
     @classmethod
     def from_conv(
@@ -311,6 +333,7 @@ class AAMAuxClassifier(nn.Module):
 
     def _cosine(self, features: Tensor, scale: float | None) -> Tensor:
         flat = flat_features(features, "features", self.in_features)
+        check_same_device(**{"the head's weight": self.weight, "features": flat})
         # Under fp16/bf16 autocast the normalisation and the 1 - cos^2 of the margin lose too much precision
         # near cos = +-1, so the head always runs in (at least) float32.
         with torch.autocast(device_type=flat.device.type, enabled=False):
@@ -339,11 +362,14 @@ class AAMAuxClassifier(nn.Module):
     def forward(self, features: Tensor) -> Tensor:
         return self._cosine(features, self.scale)
 
-    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """The AAM loss (Eq. 8) of ``logits = self(features)``, with the margin applied to the targets."""
+    def _check_logits(self, logits: Tensor) -> None:
         check_tensor(logits, "logits")
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise ValueError(f"logits has shape {shape_str(logits)}; expected (N, {self.num_classes})")
+
+    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """The AAM loss (Eq. 8) of ``logits = self(features)``, with the margin applied to the targets."""
+        self._check_logits(logits)
         # Eq. 8 on s cos(theta) as it is: only the target column is unscaled for the margin (MATH §6).
         return scaled_cosine_margin_loss(
             logits,
@@ -356,8 +382,9 @@ class AAMAuxClassifier(nn.Module):
 
     def margin_logits(self, logits: Tensor, targets: Tensor) -> Tensor:
         """The margin-adjusted logits behind :meth:`loss`, ``(N, C)``."""
-        return F.additive_angular_margin_logits(
-            logits / self.scale, targets, scale=self.scale, margin=self.margin, multi_label=self.multi_label
+        self._check_logits(logits)
+        return scaled_cosine_margin_logits(
+            logits, targets, scale=self.scale, margin=self.margin, multi_label=self.multi_label
         )
 
     def extra_repr(self) -> str:

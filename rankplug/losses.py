@@ -4,12 +4,20 @@ Score conventions (MATH "Conventions"): a critic score is a real number and **hi
 scores arrive as ``(N,)``, ``(N, 1)`` or PatchGAN maps ``(N, 1, H, W)`` (averaged per sample); tensor
 arguments go real before fake, current before previous; pairwise terms pair the k-th real with the k-th fake.
 A batch with nothing to learn from (every hinge inactive) returns a zero that stays in the autograd graph.
+
+Every loss computes in float32, or in the input's dtype if wider (float64 stays float64), as torch's own
+losses do under autocast: for float16 and bfloat16 scores the result is float32. NaN and inf scores are not
+checked (that would cost a host sync) but propagate, so a diverged critic logs a NaN loss rather than a
+finite one. All tensors must be dense and on one device. Every loss compiles with
+``torch.compile(fullgraph=True)``, except :class:`GradientPenalty` (see there).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from rankplug import functional as F
@@ -45,7 +53,8 @@ class HingeMarginLoss(nn.Module):
     Shape:
         - real_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``.
         - fake_scores: the same batch size ``N``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> criterion = HingeMarginLoss(margin=1.0)
@@ -88,7 +97,8 @@ class SymmetricHingeLoss(nn.Module):
 
     Shape:
         - real_scores, fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> criterion = SymmetricHingeLoss(margin=1.0)
@@ -140,7 +150,8 @@ class StageRankLoss(nn.Module):
 
     Shape:
         - real_scores, fake_scores, prev_fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> criterion = StageRankLoss(m_high=1.0, m_low=-1.0)
@@ -267,7 +278,8 @@ class GoGANRankLoss(nn.Module):
 
     Shape:
         - real_scores, fake_scores, prev_fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> criterion = GoGANRankLoss(margin=1.0, rank_weight=0.5)
@@ -330,8 +342,19 @@ class GradientPenalty(nn.Module):
     score (``0``, a key, or a callable).
 
     Mixed precision: call it inside ``torch.autocast`` as you call ``D``, and pass ``scaler=`` the loop's
-    ``torch.amp.GradScaler``; the inner gradient is then taken of the scaled scores and unscaled in float32
-    before the norm, as in PyTorch's AMP recipe for gradient penalties.
+    ``torch.amp.GradScaler``. As in PyTorch's AMP recipe for gradient penalties, the inner gradient is taken
+    of the scaled scores and unscaled in float32 before the norm; the scores are summed in float32 and the
+    factor is the scaler's scale capped at ``2**8``, because the inner gradient starts from 1 per sample and
+    the default scale ``2**16`` alone is inf in float16 (largest value 65504). The result is float32 (float64
+    for float64 input). If the loop's outer ``scaler.scale(loss).backward()`` overflows, the scaler skips the
+    step and lowers its scale, as for any loss.
+
+    ``torch.compile``: the penalty differentiates twice (``torch.autograd.grad`` with ``create_graph=True``),
+    which torch cannot compile today: dynamo refuses ``torch.autograd.grad`` (with its experimental
+    ``trace_autograd_ops`` the double backward still fails), and the backward of a compiled module cannot be
+    differentiated again ("torch.compile with aot_autograd does not currently support double backward").
+    So compile ``D`` and the other losses for the main terms, and call the penalty eagerly on the
+    **uncompiled** ``D`` (the same module, so the same parameters), as in the second example.
 
     Args:
         weight: ``lambda_gp >= 0``; paper 10.
@@ -340,12 +363,21 @@ class GradientPenalty(nn.Module):
 
     Shape:
         - real, fake: ``(N, *)``, identical shapes.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> critic = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 1))
         >>> penalty = GradientPenalty(weight=10.0)
         >>> loss = penalty(critic, torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2))
+        >>> loss.backward()
+
+        A compiled critic step: ``D`` and the margin loss compiled, the penalty eager on the uncompiled ``D``:
+
+        >>> compiled_critic = torch.compile(critic, fullgraph=True, backend="aot_eager")
+        >>> critic_loss = torch.compile(HingeMarginLoss(margin=1.0), fullgraph=True, backend="aot_eager")
+        >>> real, fake = torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2)
+        >>> loss = critic_loss(compiled_critic(real), compiled_critic(fake)) + penalty(critic, real, fake)
         >>> loss.backward()
     """
 
@@ -363,14 +395,15 @@ class GradientPenalty(nn.Module):
 
     def forward(
         self,
-        discriminator: Any,
+        discriminator: Callable[[Tensor], Any],
         real: Tensor,
         fake: Tensor,
         *,
         mix_weights: Tensor | None = None,
-        generator: Any = None,
-        scaler: Any = None,
+        generator: torch.Generator | None = None,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> Tensor:
+        """The penalty of ``discriminator`` at ``x_hat = a x + (1 - a) G(z)``; see :func:`rankplug.functional.gradient_penalty`."""
         return F.gradient_penalty(
             discriminator,
             real,
@@ -403,7 +436,8 @@ class TripletMetricDiscriminatorLoss(nn.Module):
 
     Shape:
         - anchor_emb, positive_emb, fake_emb: ``(N, K)``; positive_images, fake_images: ``(N, *)``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> criterion = TripletMetricDiscriminatorLoss(alpha=20.0)
@@ -456,7 +490,8 @@ class TripletMetricGeneratorLoss(nn.Module):
 
     Shape:
         - positive_emb, fake_emb: ``(N, K)``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> fake_emb = torch.randn(4, 16, requires_grad=True)
@@ -481,6 +516,11 @@ class AdditiveAngularMarginLoss(nn.Module):
     ``cos(theta)`` itself. The learnable head that does so is :class:`rankplug.AAMAuxClassifier`, whose docs
     explain the maths, the numerics and the multi-label extension.
 
+    A NaN or ``+inf`` cosine anywhere in a sample, or ``-inf`` in its target column, makes that sample's loss
+    NaN or inf. Cosines lie in ``[-1, 1]``; the one non-finite input with a finite loss is ``-inf`` in a
+    non-target column of the single-label loss, cross entropy's masking (that class gets probability 0). The
+    head never produces it: features that diverge give NaN cosines.
+
     .. math::
         \ell_k = -\log \frac{e^{s \cos(\theta_{k,y_k} + m)}}
         {e^{s \cos(\theta_{k,y_k} + m)} + \sum_{j \ne y_k} e^{s \cos\theta_{k,j}}}
@@ -493,7 +533,8 @@ class AdditiveAngularMarginLoss(nn.Module):
 
     Shape:
         - cosine: ``(N, C)``; targets: ``(N,)`` integers, or ``(N, C)`` multi-hot floats.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> cosine = torch.rand(4, 10, requires_grad=True) * 2 - 1

@@ -14,9 +14,11 @@ from rankplug._validation import (
     Reduction,
     as_float32,
     check_batch,
+    check_dense,
     check_positive,
     check_real,
     check_reduction,
+    check_same_device,
     check_tensor,
     reduce,
     shape_str,
@@ -50,7 +52,11 @@ def cosine_with_margin(cosine: Tensor, margin: float) -> Tensor:
     ``arccos`` has an infinite derivative at ``cos = +-1`` (a feature equal or opposite to a class weight),
     which turns into NaN gradients; the angle-addition form avoids it. Past ``theta + m = pi``,
     ``cos(theta + m)`` starts to *increase* with the margin, rewarding the wrong class, so the logit falls back
-    to the linear penalty ``cos(theta) - m sin(m)`` there. Computed in at least float32.
+    to the linear penalty ``cos(theta) - m sin(m)`` there. Computed in at least float32. A NaN cosine gives NaN.
+
+    Args:
+        cosine: ``cos(theta)``, a dense floating-point tensor.
+        margin: ``m`` in radians, in ``[0, pi/2)``.
 
     Shape:
         - cosine: any shape. Output: same shape, float32 or float64.
@@ -59,6 +65,12 @@ def cosine_with_margin(cosine: Tensor, margin: float) -> Tensor:
         >>> cosine_with_margin(torch.tensor([1.0, 0.0, -1.0]), 0.5)
         tensor([ 0.8776, -0.4794, -1.2397])
     """
+    return _cosine_with_margin(check_tensor(cosine, "cosine"), check_angular_margin(margin))
+
+
+def _cosine_with_margin(cosine: Tensor, margin: float) -> Tensor:
+    # cosine_with_margin on trusted input, for the hot path. torch.clamp propagates NaN, so the floor under the
+    # square root keeps a NaN cosine NaN.
     c = as_float32(cosine)
     if margin == 0.0:
         return c
@@ -67,6 +79,24 @@ def cosine_with_margin(cosine: Tensor, margin: float) -> Tensor:
     shifted = c * cos_m - sin_theta * sin_m
     # theta + m <= pi  <=>  cos(theta) >= cos(pi - m) = -cos(m)
     return torch.where(c >= -cos_m, shifted, c - margin * sin_m)
+
+
+def _cosine_with_margin_derivative(cosine: Tensor, margin: float) -> Tensor:
+    """``d psi / d cos(theta)`` of :func:`cosine_with_margin`, exactly the derivative autograd takes of it.
+
+    ``cos m + sin m cos(theta) / sin(theta)`` on the angle-addition branch, where the floor under the square
+    root is not active (autograd's ``clamp`` passes the gradient where ``1 - cos^2 >= floor``, and blocks it
+    below, e.g. at ``cos = +-1``); 1 on the fallback branch and for ``m = 0``. A NaN cosine gives NaN.
+    """
+    c = as_float32(cosine)
+    if margin == 0.0:
+        return torch.ones_like(c)
+    cos_m, sin_m = math.cos(margin), math.sin(margin)
+    sin_squared = 1.0 - c * c
+    active = sin_squared >= _SIN_SQUARED_FLOOR
+    sin_theta = torch.sqrt(torch.clamp(sin_squared, min=_SIN_SQUARED_FLOOR))
+    shifted = cos_m + sin_m * torch.where(active, c / sin_theta, torch.zeros_like(c))
+    return torch.where(c >= -cos_m, shifted, torch.ones_like(c) + 0.0 * c)
 
 
 def _check_cosine(cosine: object) -> Tensor:
@@ -79,10 +109,16 @@ def _check_cosine(cosine: object) -> Tensor:
     return tensor
 
 
-def check_targets(targets: object, num_samples: int, num_classes: int, multi_label: bool) -> Tensor:
-    """Validate class labels (single-label) or multi-hot targets (multi-label) for an ``(N, C)`` score."""
-    if not isinstance(targets, Tensor):
-        raise TypeError(f"targets must be a torch.Tensor; got {type(targets).__name__}")
+def check_targets(targets: object, cosine: Tensor, multi_label: bool, cosine_name: str = "cosine") -> Tensor:
+    """Validate class labels (single-label) or multi-hot targets (multi-label) for an ``(N, C)`` score.
+
+    Type, layout, shape and device (that of ``cosine``, named ``cosine_name`` in messages) are always
+    checked. The label *values* need the host (one sync), so that check is skipped while ``torch.compile``
+    traces (``torch.compiler.is_compiling()``): a compiled step trusts its labels, as
+    ``torch.nn.functional.cross_entropy`` does on CUDA.
+    """
+    targets = check_dense(targets, "targets")
+    num_samples, num_classes = cosine.shape[0], cosine.shape[1]
     if multi_label:
         if not targets.is_floating_point():
             raise TypeError(
@@ -93,7 +129,8 @@ def check_targets(targets: object, num_samples: int, num_classes: int, multi_lab
                 f"targets has shape {shape_str(targets)}; expected ({num_samples}, {num_classes}) "
                 f"multi-hot targets when multi_label=True"
             )
-        if bool(((targets != 0) & (targets != 1)).any()):
+        check_same_device(**{cosine_name: cosine, "targets": targets})
+        if not torch.compiler.is_compiling() and bool(((targets != 0) & (targets != 1)).any()):
             bad = targets[(targets != 0) & (targets != 1)][0].item()
             raise ValueError(f"targets must be multi-hot with values in {{0, 1}}; found {bad}")
         return targets
@@ -105,6 +142,9 @@ def check_targets(targets: object, num_samples: int, num_classes: int, multi_lab
         raise ValueError(
             f"targets has shape {shape_str(targets)}; expected ({num_samples},) class indices when multi_label=False"
         )
+    check_same_device(**{cosine_name: cosine, "targets": targets})
+    if torch.compiler.is_compiling():
+        return targets.long()
     # One reduction and one host sync on the happy path (four elementwise passes and a sync before); the first
     # offending label is only looked up when there is one.
     low, high = torch.aminmax(targets)
@@ -121,11 +161,11 @@ def _margin_logits(cosine: Tensor, targets: Tensor, scale: float, margin: float,
         # Each attribute k is a two-way choice between W_k and -W_k. A positive (t=1) attribute gets
         # cos(theta + m); a negative one is ArcFace applied to the angle pi - theta from -W_k, whose logit in
         # W_k's terms is -psi(pi - theta, m). Both make the decision harder; at m = 0 both equal cos(theta).
-        positive = cosine_with_margin(c, margin)
-        negative = -cosine_with_margin(-c, margin)
+        positive = _cosine_with_margin(c, margin)
+        negative = -_cosine_with_margin(-c, margin)
         return scale * torch.where(targets > 0.5, positive, negative)
     index = targets.unsqueeze(1)
-    target_cos = cosine_with_margin(c.gather(1, index), margin)
+    target_cos = _cosine_with_margin(c.gather(1, index), margin)
     return (scale * c).scatter(1, index, scale * target_cos)
 
 
@@ -135,9 +175,10 @@ class _TargetMarginCrossEntropy(torch.autograd.Function):
 
     Forward: ``logit_y = s psi(cos theta_y)`` with :func:`cosine_with_margin` as ``psi``, the other logits are
     ``s cos(theta_j)`` as given, then ``-log softmax``. Backward, written out: ``d loss / d logit_j = p_j`` for
-    ``j != y`` and ``(p_y - 1) psi'(cos theta_y)`` for the target, where ``psi'`` is autograd's derivative of
-    :func:`cosine_with_margin` on the ``(N, 1)`` target column. The composite of gather, scatter and
-    ``cross_entropy`` builds the same gradient from four more full ``(N, C)`` passes (a scatter copy, the
+    ``j != y`` and ``(p_y - 1) psi'(cos theta_y)`` for the target, where ``psi'`` is the derivative of
+    :func:`cosine_with_margin` on the ``(N, 1)`` target column, in closed form (the one autograd would take;
+    ``torch.compile`` cannot trace ``torch.autograd.grad`` inside a backward). The composite of gather, scatter
+    and ``cross_entropy`` builds the same gradient from four more full ``(N, C)`` passes (a scatter copy, the
     gather's zero-filled gradient, its accumulation, the NLL's one-hot); this is the hot path of
     :meth:`rankplug.AAMAuxClassifier.loss`. Not twice differentiable (no loss in rankplug needs that).
     """
@@ -145,7 +186,7 @@ class _TargetMarginCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, scaled_cosine: Tensor, index: Tensor, scale: float, margin: float) -> Tensor:
         target_cos = scaled_cosine.gather(1, index) / scale
-        logits = scaled_cosine.scatter(1, index, scale * cosine_with_margin(target_cos, margin))
+        logits = scaled_cosine.scatter(1, index, scale * _cosine_with_margin(target_cos, margin))
         log_probs = torch.log_softmax(logits, dim=1)
         ctx.save_for_backward(log_probs, index, target_cos)
         ctx.margin = margin
@@ -158,9 +199,8 @@ class _TargetMarginCrossEntropy(torch.autograd.Function):
         g = grad_loss.unsqueeze(1)
         grad = log_probs.exp().mul_(g)  # p_j * g, the softmax gradient of every logit but the target's
         grad_target_logit = grad.gather(1, index) - g  # (p_y - 1) * g
-        with torch.enable_grad():  # chain through logit_y = s psi(l_y / s): d/dl_y = psi'(cos theta_y)
-            t = target_cos.detach().requires_grad_(True)
-            (grad_target,) = torch.autograd.grad(cosine_with_margin(t, ctx.margin), t, grad_target_logit)
+        # Chain through logit_y = s psi(l_y / s): d/dl_y = psi'(cos theta_y).
+        grad_target = grad_target_logit * _cosine_with_margin_derivative(target_cos, ctx.margin)
         return grad.scatter_(1, index, grad_target), None, None, None
 
 
@@ -186,11 +226,26 @@ def scaled_cosine_margin_loss(
     are checked as in :func:`additive_angular_margin_loss`, with the same messages.
     """
     c = _check_cosine(scaled_cosine)
-    t = check_targets(targets, c.shape[0], c.shape[1], multi_label)
+    t = check_targets(targets, c, multi_label, "logits")
     if multi_label:
         logits = _margin_logits(as_float32(c) / scale, t, scale, margin, True)
         return reduce(_per_sample_loss(logits, t, True), reduction)
     return reduce(_TargetMarginCrossEntropy.apply(as_float32(c), t.unsqueeze(1), scale, margin), reduction)
+
+
+def scaled_cosine_margin_logits(
+    scaled_cosine: Tensor,
+    targets: Tensor,
+    *,
+    scale: float,
+    margin: float,
+    multi_label: bool,
+) -> Tensor:
+    """:func:`additive_angular_margin_logits` of ``scaled_cosine = s cos(theta)``, for
+    :meth:`rankplug.AAMAuxClassifier.margin_logits`; checked as :func:`scaled_cosine_margin_loss` is."""
+    c = _check_cosine(scaled_cosine)
+    t = check_targets(targets, c, multi_label, "logits")
+    return _margin_logits(as_float32(c) / scale, t, scale, margin, multi_label)
 
 
 def additive_angular_margin_logits(
@@ -231,7 +286,7 @@ def additive_angular_margin_logits(
     s = check_positive(scale, "scale")
     m = check_angular_margin(margin)
     c = _check_cosine(cosine)
-    t = check_targets(targets, c.shape[0], c.shape[1], multi_label)
+    t = check_targets(targets, c, multi_label)
     return _margin_logits(c, t, s, m, multi_label)
 
 
@@ -264,7 +319,8 @@ def additive_angular_margin_loss(
 
     Shape:
         - cosine: ``(N, C)``; targets: ``(N,)`` or ``(N, C)``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> cosine = torch.tensor([[0.9, 0.1], [0.2, 0.8]], requires_grad=True)
@@ -277,5 +333,5 @@ def additive_angular_margin_loss(
     m = check_angular_margin(margin)
     reduction = check_reduction(reduction)
     c = _check_cosine(cosine)
-    t = check_targets(targets, c.shape[0], c.shape[1], multi_label)
+    t = check_targets(targets, c, multi_label)
     return reduce(_per_sample_loss(_margin_logits(c, t, s, m, multi_label), t, multi_label), reduction)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from rankplug._validation import (
@@ -10,6 +9,8 @@ from rankplug._validation import (
     check_nonnegative,
     check_reduction,
     check_same_batch,
+    check_same_device,
+    hinge,
     per_sample_scores,
     reduce,
 )
@@ -36,7 +37,8 @@ def hinge_margin_loss(
     Shape:
         - real_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)`` (a map is averaged per sample).
         - fake_scores: same batch size ``N`` as ``real_scores``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> real = torch.tensor([2.0, 0.5], requires_grad=True)
@@ -53,7 +55,8 @@ def hinge_margin_loss(
     real = per_sample_scores(real_scores, "real_scores")
     fake = per_sample_scores(fake_scores, "fake_scores")
     check_same_batch(real_scores=real, fake_scores=fake)
-    return reduce(torch.relu(fake + margin - real), reduction)
+    check_same_device(real_scores=real, fake_scores=fake)
+    return reduce(hinge(fake + margin - real), reduction)
 
 
 def symmetric_hinge_loss(
@@ -76,7 +79,8 @@ def symmetric_hinge_loss(
 
     Shape:
         - real_scores, fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> real = torch.tensor([2.0, 0.5], requires_grad=True)
@@ -91,7 +95,8 @@ def symmetric_hinge_loss(
     real = per_sample_scores(real_scores, "real_scores")
     fake = per_sample_scores(fake_scores, "fake_scores")
     check_same_batch(real_scores=real, fake_scores=fake)
-    return reduce(0.5 * (torch.relu(margin - real) + torch.relu(margin + fake)), reduction)
+    check_same_device(real_scores=real, fake_scores=fake)
+    return reduce(0.5 * (hinge(margin - real) + hinge(margin + fake)), reduction)
 
 
 def wgan_generator_loss(fake_scores: Tensor, *, reduction: Reduction = "mean") -> Tensor:
@@ -106,7 +111,8 @@ def wgan_generator_loss(fake_scores: Tensor, *, reduction: Reduction = "mean") -
 
     Shape:
         - fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> fake = torch.tensor([0.5, -1.5], requires_grad=True)

@@ -13,7 +13,9 @@ from rankplug._validation import (
     check_nonnegative,
     check_reduction,
     check_same_batch,
+    check_same_device,
     check_tensor,
+    hinge,
     reduce,
     shape_str,
 )
@@ -41,18 +43,55 @@ def _check_embedding_dims(**tensors: Tensor) -> None:
             )
 
 
-def embedding_distance(first: Tensor, second: Tensor) -> Tensor:
-    r"""Row-wise Euclidean distance ``||first_k - second_k||_2`` with a finite gradient everywhere.
-
-    The plain norm has derivative ``diff / ||diff||``, which is ``0/0 = NaN`` when two embeddings coincide
-    (a fake embedding equal to the anchor). The double ``where`` returns exactly the norm, and the
-    subgradient 0 at coincidence, instead of a NaN that would poison the whole step.
-    """
+def _distance(first: Tensor, second: Tensor) -> Tensor:
+    # The plain norm has derivative diff / ||diff||, which is 0/0 = NaN where two embeddings coincide (a fake
+    # embedding equal to the anchor). The double where gives the norm, and the subgradient 0 at coincidence.
+    # It selects on squared == 0, never on squared > 0: a NaN fails both tests, and only the first lets it
+    # through to the sqrt, so a NaN embedding gives a NaN distance instead of a finite 0.
     diff = as_float32(first) - as_float32(second)
     squared = diff.pow(2).sum(dim=1)
-    positive = squared > 0
-    safe = torch.where(positive, squared, torch.ones_like(squared))
-    return torch.where(positive, safe.sqrt(), torch.zeros_like(squared))
+    coincide = squared == 0
+    safe = torch.where(coincide, torch.ones_like(squared), squared)
+    return torch.where(coincide, torch.zeros_like(squared), safe.sqrt())
+
+
+def embedding_distance(first: Tensor, second: Tensor) -> Tensor:
+    r"""Row-wise Euclidean distance between embeddings, MBGAN's ``d(a, b)`` (MATH §5), with a finite gradient everywhere.
+
+    .. math::
+        d_k = \lVert \text{first}_k - \text{second}_k \rVert_2
+
+    The plain norm's gradient is ``0/0 = NaN`` where two embeddings coincide; this form returns exactly the
+    norm, with the subgradient 0 there. NaN and inf embeddings give NaN and inf distances. Computed in
+    float32 for float16/bfloat16 input (float64 stays float64).
+
+    Args:
+        first: embeddings ``D(a)``.
+        second: embeddings ``D(b)``, paired row by row with ``first`` (no broadcasting).
+
+    Shape:
+        - first, second: ``(N, K)``, identical shapes, on one device.
+        - Output: ``(N,)``, float32 (float64 for float64 input).
+
+    Example:
+        >>> first = torch.tensor([[0.0, 0.0], [1.0, 1.0]], requires_grad=True)
+        >>> second = torch.tensor([[3.0, 4.0], [1.0, 1.0]])
+        >>> distance = embedding_distance(first, second)
+        >>> distance
+        tensor([5., 0.], grad_fn=<WhereBackward0>)
+        >>> distance.sum().backward()
+        >>> first.grad  # the subgradient 0 where the embeddings coincide
+        tensor([[-0.6000, -0.8000],
+                [ 0.0000,  0.0000]])
+    """
+    a = _embeddings(first, "first")
+    b = _embeddings(second, "second")
+    if a.shape != b.shape:
+        raise ValueError(
+            f"second has shape {shape_str(b)} but first has shape {shape_str(a)}; expected identical (N, K) shapes"
+        )
+    check_same_device(first=a, second=b)
+    return _distance(a, b)
 
 
 def data_dependent_margin(
@@ -79,7 +118,7 @@ def data_dependent_margin(
 
     Shape:
         - positive_images, fake_images: ``(N, *)``, identical shapes.
-        - Output: ``(N,)``, with ``requires_grad=False``.
+        - Output: ``(N,)``, with ``requires_grad=False``; float32 (float64 for float64 input).
 
     Example:
         >>> real = torch.zeros(2, 1, 2, 2)
@@ -97,6 +136,7 @@ def data_dependent_margin(
             f"fake_images has shape {shape_str(fake_images)} but positive_images has shape "
             f"{shape_str(positive_images)}; expected identical shapes"
         )
+    check_same_device(positive_images=positive_images, fake_images=fake_images)
     if positive_images[0].numel() == 0:
         raise ValueError(
             f"positive_images has shape {shape_str(positive_images)}, with no values per sample; expected (N, *) "
@@ -138,7 +178,8 @@ def triplet_metric_discriminator_loss(
     Shape:
         - anchor_emb, positive_emb, fake_emb: ``(N, K)``.
         - positive_images, fake_images: ``(N, *)``, identical shapes.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> anchor = torch.tensor([[0.0, 0.0]], requires_grad=True)
@@ -158,7 +199,8 @@ def triplet_metric_discriminator_loss(
     _check_embedding_dims(anchor_emb=anchor, positive_emb=positive, fake_emb=fake)
     margin = data_dependent_margin(positive_images, fake_images, alpha=alpha, margin_norm=margin_norm)
     check_same_batch(anchor_emb=anchor, positive_emb=positive, fake_emb=fake, positive_images=positive_images)
-    per_sample = torch.relu(margin + embedding_distance(anchor, positive) - embedding_distance(anchor, fake))
+    check_same_device(anchor_emb=anchor, positive_emb=positive, fake_emb=fake, positive_images=positive_images)
+    per_sample = hinge(margin + _distance(anchor, positive) - _distance(anchor, fake))
     return reduce(per_sample, reduction)
 
 
@@ -182,7 +224,8 @@ def triplet_metric_generator_loss(
 
     Shape:
         - positive_emb, fake_emb: ``(N, K)``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> positive = torch.tensor([[0.0, 0.0]])
@@ -199,4 +242,5 @@ def triplet_metric_generator_loss(
     fake = _embeddings(fake_emb, "fake_emb")
     _check_embedding_dims(positive_emb=positive, fake_emb=fake)
     check_same_batch(positive_emb=positive, fake_emb=fake)
-    return reduce(embedding_distance(positive, fake), reduction)
+    check_same_device(positive_emb=positive, fake_emb=fake)
+    return reduce(_distance(positive, fake), reduction)

@@ -19,14 +19,29 @@ from rankplug._validation import (
     check_nonnegative,
     check_reduction,
     check_same_batch,
+    check_same_device,
+    hinge,
     per_sample_scores,
     reduce,
 )
 
 
-def _clamp_terms(real: Tensor, prev_fake: Tensor, m_high: float, m_low: float) -> Tensor:
+def _markers(m_high: float | Tensor, m_low: float | Tensor) -> tuple[float | Tensor, float | Tensor]:
+    """The validated markers as floats; while compiling, tensor markers pass as detached 0-d tensors.
+
+    Validating a tensor marker reads it on the host (``.item()``), which a compiled graph cannot do; the eager
+    call (and :meth:`rankplug.StageRankLoss.set_markers`, which stores floats) checks them.
+    """
+    if torch.compiler.is_compiling() and (isinstance(m_high, Tensor) or isinstance(m_low, Tensor)):
+        high = m_high.detach().reshape(()) if isinstance(m_high, Tensor) else m_high
+        low = m_low.detach().reshape(()) if isinstance(m_low, Tensor) else m_low
+        return high, low
+    return check_markers(m_high, m_low)
+
+
+def _clamp_terms(real: Tensor, prev_fake: Tensor, m_high: float | Tensor, m_low: float | Tensor) -> Tensor:
     # RankGAN Eq. 6: keep D_i(x) above the previous stage's real level and D_i(G_{i-1}(z)) below its fake level.
-    return torch.relu(m_high - real) + torch.relu(prev_fake - m_low)
+    return hinge(m_high - real) + hinge(prev_fake - m_low)
 
 
 def clamp_penalty(
@@ -51,7 +66,8 @@ def clamp_penalty(
 
     Shape:
         - real_scores, prev_fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> real = torch.tensor([0.5, 2.0], requires_grad=True)
@@ -61,11 +77,12 @@ def clamp_penalty(
         tensor(0.5000, grad_fn=<MeanBackward0>)
         >>> loss.backward()
     """
-    high, low = check_markers(m_high, m_low)
+    high, low = _markers(m_high, m_low)
     reduction = check_reduction(reduction)
     real = per_sample_scores(real_scores, "real_scores")
     prev_fake = per_sample_scores(prev_fake_scores, "prev_fake_scores")
     check_same_batch(real_scores=real, prev_fake_scores=prev_fake)
+    check_same_device(real_scores=real, prev_fake_scores=prev_fake)
     return reduce(_clamp_terms(real, prev_fake, high, low), reduction)
 
 
@@ -99,7 +116,8 @@ def stage_rank_loss(
 
     Shape:
         - real_scores, fake_scores, prev_fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> real = torch.tensor([1.5, 1.0], requires_grad=True)
@@ -110,14 +128,15 @@ def stage_rank_loss(
         tensor(0.2500, grad_fn=<MeanBackward0>)
         >>> loss.backward()
     """
-    high, low = check_markers(m_high, m_low)
+    high, low = _markers(m_high, m_low)
     weight = check_nonnegative(clamp_weight, "clamp_weight")
     reduction = check_reduction(reduction)
     real = per_sample_scores(real_scores, "real_scores")
     fake = per_sample_scores(fake_scores, "fake_scores")
     prev_fake = per_sample_scores(prev_fake_scores, "prev_fake_scores")
     check_same_batch(real_scores=real, fake_scores=fake, prev_fake_scores=prev_fake)
-    rank = torch.relu(fake - prev_fake)
+    check_same_device(real_scores=real, fake_scores=fake, prev_fake_scores=prev_fake)
+    rank = hinge(fake - prev_fake)
     return reduce(rank + weight * _clamp_terms(real, prev_fake, high, low), reduction)
 
 
@@ -139,7 +158,8 @@ def stage_rank_generator_loss(
 
     Shape:
         - real_scores, fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> real = torch.tensor([1.0, 1.0])
@@ -155,7 +175,8 @@ def stage_rank_generator_loss(
     real = per_sample_scores(real_scores, "real_scores")
     fake = per_sample_scores(fake_scores, "fake_scores")
     check_same_batch(real_scores=real, fake_scores=fake)
-    return reduce(torch.relu(real - fake), reduction)
+    check_same_device(real_scores=real, fake_scores=fake)
+    return reduce(hinge(real - fake), reduction)
 
 
 def gogan_rank_loss(
@@ -189,7 +210,8 @@ def gogan_rank_loss(
 
     Shape:
         - real_scores, fake_scores, prev_fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``.
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
+          so float32 for float16/bfloat16 input.
 
     Example:
         >>> real = torch.tensor([3.0, 1.0], requires_grad=True)
@@ -208,12 +230,13 @@ def gogan_rank_loss(
     fake = per_sample_scores(fake_scores, "fake_scores")
     prev_fake = per_sample_scores(prev_fake_scores, "prev_fake_scores")
     check_same_batch(real_scores=real, fake_scores=fake, prev_fake_scores=prev_fake)
+    check_same_device(real_scores=real, fake_scores=fake, prev_fake_scores=prev_fake)
     if prev_fake.requires_grad:
         raise ValueError(
             "prev_fake_scores requires grad; expected scores of the previous, frozen discriminator D_i "
             "(computed under torch.no_grad() or from a frozen copy). If you meant the current discriminator "
             "on the previous generator's samples, that is RankGAN's StageRankLoss"
         )
-    disc = torch.relu(fake + margin - real)  # GoGAN Eq. 3
-    rank = torch.relu(prev_fake + 2.0 * margin - real)  # GoGAN Eq. 4: the 2-epsilon ranking margin
+    disc = hinge(fake + margin - real)  # GoGAN Eq. 3
+    rank = hinge(prev_fake + 2.0 * margin - real)  # GoGAN Eq. 4: the 2-epsilon ranking margin
     return reduce(lambda_disc * disc + lambda_rank * rank, reduction)
