@@ -321,3 +321,32 @@ def test_the_command_module_imports_no_torch() -> None:
     assert out.strip() == "False"
     version = subprocess.run([sys.executable, "-m", "rankplug", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("rankplug 0.")
+
+
+def test_two_trains_started_together_one_is_refused_and_the_run_stays_whole(tmp_path: Path) -> None:
+    # issue 10, finding 3: two trains on one directory with different seeds both exited 0 and mixed their files
+    run = tmp_path / "run"
+    base = [sys.executable, "-m", "rankplug", "train", "--dir", str(run), "--method", "wgan-gp", *QUICK_TRAIN]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # the first trains long enough (40 steps per stage) to be mid-run when the second reaches the lock
+    first = subprocess.Popen(
+        [*base, "--steps-per-stage", "40", "--seed", "1"], stderr=subprocess.PIPE, text=True, env=env
+    )
+    while not (run / LOCK_NAME).exists() and first.poll() is None:
+        pass
+    second = subprocess.run(
+        [*base, "--steps-per-stage", "40", "--seed", "2"], capture_output=True, text=True, env=env, check=False
+    )
+    _, first_err = first.communicate(timeout=300)
+    assert (first.returncode, second.returncode) == (0, 1), (first_err, second.stderr)
+    assert f"{run} is in use by pid {first.pid}" in second.stderr
+    assert "Traceback" not in first_err + second.stderr
+    assert json.loads((run / "run.json").read_text())["seed"] == 1
+    assert main(["eval", str(run), *QUICK_EVAL]) == 0  # checkpoints and run.json agree
+
+
+def test_help_shows_defaults_and_no_rest_markup() -> None:
+    parser = cli.build_parser()
+    train_help = parser._subparsers._group_actions[0].choices["train"].format_help()  # type: ignore[union-attr]
+    assert "(default: 300)" in train_help and "(default: rankgan)" in train_help
+    assert "``" not in parser.format_help() + train_help
