@@ -2,7 +2,8 @@
 
 Losses and heads are ``nn.Module`` s exported here; each has a pure-function twin in
 :mod:`rankplug.functional`. Adapters for host codebases live in :mod:`rankplug.integrations`, which the
-core never imports. :class:`CheckpointError` is what :meth:`StageManager.load` and
+core never imports. :class:`StageObjective` is the stage recipe (which loss at which stage, who judges the
+previous generator's samples) that the trainer, the integrations and your own loop share. :class:`CheckpointError` is what :meth:`StageManager.load` and
 :meth:`StageManager.load_state_dict` raise for a checkpoint that is missing, corrupt or does not fit (nothing is
 changed then).
 
@@ -33,6 +34,7 @@ _EXPORTS = {
     "TripletMetricGeneratorLoss": "rankplug.losses",
     "FrozenStage": "rankplug.stages",
     "StageManager": "rankplug.stages",
+    "StageObjective": "rankplug.objectives",
 }
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
         TripletMetricDiscriminatorLoss,
         TripletMetricGeneratorLoss,
     )
+    from rankplug.objectives import StageObjective
     from rankplug.stages import FrozenStage, StageManager
 
 
@@ -74,6 +77,7 @@ __all__ = [
     "GradientPenalty",
     "HingeMarginLoss",
     "StageManager",
+    "StageObjective",
     "StageRankLoss",
     "SymmetricHingeLoss",
     "TripletMetricDiscriminatorHead",

@@ -44,4 +44,10 @@ def test_docstring_cites_equation_and_has_shape_and_example(obj):
 def test_every_exported_loss_is_covered():
     covered = {o.__name__ for pair in PAIRS for o in pair}
     assert set(F.__all__) - covered <= {"cosine_with_margin", "embedding_distance"}
-    assert set(rankplug.__all__) - covered == {"functional", "StageManager", "FrozenStage", "CheckpointError"}
+    assert set(rankplug.__all__) - covered == {
+        "functional",
+        "StageManager",
+        "FrozenStage",
+        "CheckpointError",
+        "StageObjective",
+    }
