@@ -138,8 +138,9 @@ def test_wrong_explicit_path_is_an_error_even_with_download(tmp_path, monkeypatc
 
 
 def test_missing_packages_give_an_install_hint(monkeypatch):
-    for name in ("pytorch_gan_metrics", "pytorch_gan_metrics.core", "pytorch_gan_metrics.inception"):
-        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules makes the import fail
+    for package in ("pytorch_gan_metrics", "pytorch_image_generation_metrics"):  # the old name and the new one
+        for name in (package, f"{package}.core", f"{package}.inception"):
+            monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules makes the import fail
     images = _images(4)
     with pytest.raises(ImportError) as info:
         inception_metrics(images, images, splits=2)
@@ -148,6 +149,23 @@ def test_missing_packages_give_an_install_hint(monkeypatch):
     assert "torchvision must be the build made for the installed torch" in message
     with pytest.raises(ImportError, match="pytorch-gan-metrics and torchvision"):
         inception_statistics(images)
+
+
+def test_the_renamed_package_is_used_when_the_old_module_is_missing(monkeypatch):
+    # pytorch-gan-metrics 0.5.4 is an empty shim that installs pytorch-image-generation-metrics (issue 10, item 13)
+    from rankplug.eval import inception
+
+    for name in ("pytorch_gan_metrics", "pytorch_gan_metrics.core", "pytorch_gan_metrics.inception"):
+        monkeypatch.setitem(sys.modules, name, None)
+    package = types.ModuleType("pytorch_image_generation_metrics")
+    for name in ("core", "inception"):
+        module = types.ModuleType(f"pytorch_image_generation_metrics.{name}")
+        setattr(package, name, module)
+        monkeypatch.setitem(sys.modules, f"pytorch_image_generation_metrics.{name}", module)
+    monkeypatch.setitem(sys.modules, "pytorch_image_generation_metrics", package)
+    core, fid_blocks = inception._import_gan_metrics()
+    assert core.__name__ == "pytorch_image_generation_metrics.core"
+    assert fid_blocks.__name__ == "pytorch_image_generation_metrics.inception"
 
 
 def test_unsafe_or_wrong_weights_files_are_refused(tmp_path, monkeypatch):
