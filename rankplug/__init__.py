@@ -3,9 +3,9 @@
 Losses and heads are ``nn.Module`` s exported here; each has a pure-function twin in
 :mod:`rankplug.functional`. Adapters for host codebases live in :mod:`rankplug.integrations`, which the
 core never imports. :class:`StageObjective` is the stage recipe (which loss at which stage, who judges the
-previous generator's samples) that the trainer, the integrations and your own loop share. :class:`CheckpointError` is what :meth:`StageManager.load` and
-:meth:`StageManager.load_state_dict` raise for a checkpoint that is missing, corrupt or does not fit (nothing is
-changed then).
+previous generator's samples) that the trainer, the integrations and your own loop share.
+:class:`CheckpointError` is what :meth:`StageManager.load` and :meth:`StageManager.load_state_dict` raise
+for a checkpoint that is missing, corrupt or does not fit (nothing is changed then).
 
 The names below are imported on first use (PEP 562), so ``import rankplug`` and the ``rankplug`` command start
 without loading torch; ``rankplug.HingeMarginLoss`` and ``from rankplug import StageManager`` work as usual.

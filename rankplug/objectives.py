@@ -220,6 +220,24 @@ class StageObjective:
             discriminator, real, fake, weight=self.gp_weight, output_selector=output_selector, scaler=scaler
         )
 
+    def ladder_scores(self, real: Tensor, fake: Tensor, *, positive: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Per-sample numbers for the score ladder and the gap (GoGAN Eq. 6), detached.
+
+        The critic's scores for the score variants. For ``mbgan``, whose critic gives embeddings, the negative
+        distances to the anchor: ``-d(x_i, x_j)`` for the real pair (``positive`` is ``x_j``'s embedding) and
+        ``-d(x_i, G(z))`` for the fake, so the gap is ``d(x_i, G(z)) - d(x_i, x_j)``; without ``positive`` the real
+        number is 0 (a distance to itself).
+        """
+        if not self.embeds:
+            return per_sample_scores(real, "real").detach(), per_sample_scores(fake, "fake").detach()
+        real, fake = real.detach(), fake.detach()
+        real_scores = (
+            torch.zeros(real.shape[0], device=real.device)
+            if positive is None
+            else -F.embedding_distance(real, positive.detach())
+        )
+        return real_scores, -F.embedding_distance(real, fake)
+
     def hinge_activity(
         self, real: Tensor, fake: Tensor, prev_fake: Tensor | None = None, *, stage: int
     ) -> dict[str, float]:

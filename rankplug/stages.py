@@ -411,6 +411,8 @@ class StageManager:
         ema_generator: optional EMA copy of ``G``, snapshotted with the stage.
         directory: where :meth:`save` writes and where stages older than the previous one are kept.
         latent_shape: shape of one latent code, e.g. ``(100, 1, 1)`` for DCGAN; needed by :meth:`sample_latent`.
+        latent_distribution: the prior of :meth:`sample_latent` without an encoder, ``"normal"`` (``N(0, I)``) or
+            ``"uniform"`` (``U(0, 1)``, MBGAN Sec. 4).
         output_selector: picks the score from ``D``'s output for markers (``0`` for StarGAN's tuple).
         stage_length: end a stage after this many :meth:`record` calls (``None``: no fixed length).
         plateau_patience: end a stage once ``Gamma`` has stayed within ``plateau_tolerance`` of a reference
@@ -446,6 +448,7 @@ class StageManager:
         ema_generator: nn.Module | None = None,
         directory: str | Path | None = None,
         latent_shape: int | tuple[int, ...] | None = None,
+        latent_distribution: Literal["normal", "uniform"] = "normal",
         output_selector: OutputSelector = None,
         stage_length: int | None = None,
         plateau_patience: int | None = None,
@@ -467,6 +470,7 @@ class StageManager:
         if latent_shape is not None:
             latent_shape = tuple(check_positive_int(d, "latent_shape") for d in latent_shape)
         self.latent_shape: tuple[int, ...] | None = latent_shape
+        self.latent_distribution = check_choice(latent_distribution, "latent_distribution", ("normal", "uniform"))
         self.output_selector = output_selector
         self.stage_length = None if stage_length is None else check_positive_int(stage_length, "stage_length")
         self.plateau_patience = (
@@ -575,10 +579,11 @@ class StageManager:
         return torch.device("cpu")
 
     def sample_latent(self, n: int, *, real: Tensor | None = None) -> Tensor:
-        """Draw ``n`` latent codes: ``z ~ N(0, I)``, or with an encoder ``z ~ N(mu(x), sigma(x))`` for ``real``.
+        """Draw ``n`` latent codes: ``z ~ N(0, I)`` (or ``U(0, 1)`` with ``latent_distribution="uniform"``, MBGAN's
+        prior), or with an encoder ``z ~ N(mu(x), sigma(x))`` for ``real``.
 
         With an encoder and a real batch, ``n`` must equal the batch size and the encoder's ``(mu, logvar)``
-        give ``z = mu + exp(logvar / 2) * eps`` (RankGAN Sec. 3.3). Without a real batch, ``z ~ N(0, I)``.
+        give ``z = mu + exp(logvar / 2) * eps`` (RankGAN Sec. 3.3). Without a real batch, the prior.
 
         Shape:
             - real: ``(n, *)``. Output: ``(n, *latent_shape)``.
@@ -596,7 +601,8 @@ class StageManager:
             return z.reshape(n, *self.latent_shape) if self.latent_shape is not None else z
         if self.latent_shape is None:
             raise ValueError("latent_shape is not set; pass StageManager(..., latent_shape=...) to sample z ~ N(0, I)")
-        return torch.randn(n, *self.latent_shape, device=self._device())
+        draw = torch.rand if self.latent_distribution == "uniform" else torch.randn
+        return draw(n, *self.latent_shape, device=self._device())
 
     def pretrain_encoder(
         self,
