@@ -15,7 +15,9 @@ parameters, so the ``state_dict`` keys are unchanged) and returns a :class:`DCGA
 three calls by their order and label value and turns them into a critic trained with the pairwise margin loss of
 RankGAN Eq. 3 / GoGAN Eq. 2 (MATH §1) on raw scores, and a generator trained with the WGAN generator loss
 (GoGAN Sec. 3.2). With ``prev_fake_scores`` passed to call 2 it trains RankGAN's stage ``i >= 2`` instead
-(Eq. 4 + 6, MATH §3); see ``docs/integrations_dcgan.md``.
+(Eq. 4 + 6, MATH §3); see ``docs/integrations_dcgan.md``. The losses themselves come from a
+:class:`rankplug.StageObjective`, the core's stage recipe: the criterion only maps upstream's three calls to its
+critic and generator losses.
 
 This module never imports upstream code; it only relies on the structure described above.
 """
@@ -29,8 +31,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from rankplug.functional import hinge_margin_loss, wgan_generator_loss
 from rankplug.losses import StageRankLoss
+from rankplug.objectives import StageObjective
 from rankplug.stages import StageManager
 
 __all__ = ["DCGANCriterion", "batch_statistics_markers", "margin_criterion", "strip_sigmoid"]
@@ -107,6 +109,35 @@ def _label_value(value: float, name: str) -> float:
     return float(value)
 
 
+def _criterion_objective(
+    margin: float | None, rank: StageRankLoss | None, objective: StageObjective | None
+) -> StageObjective:
+    """The recipe the criterion runs: ``objective`` as given, or one built from the ``margin`` / ``rank`` options."""
+    if objective is not None:
+        if not isinstance(objective, StageObjective):
+            raise TypeError(f"objective must be a rankplug.StageObjective or None; got {type(objective).__name__}")
+        if margin is not None or rank is not None:
+            raise ValueError(
+                "pass either objective or margin / rank, not both: the objective has its own margin and rank loss"
+            )
+        if objective.embeds:
+            raise ValueError(
+                f"objective {objective.variant!r} trains on embeddings and images; DCGANCriterion gets the scores "
+                "of upstream's netD, so use a score variant ('rankgan', 'gogan', 'margin', 'wgan-gp' or 'dcgan')"
+            )
+        return objective
+    if rank is not None and not isinstance(rank, StageRankLoss):
+        raise TypeError(f"rank must be a rankplug.StageRankLoss or None; got {type(rank).__name__}")
+    margin = 1.0 if margin is None else margin
+    # gp_weight 0: with these options the script adds its own gradient penalty (Eq. 5) to call 2's result.
+    if rank is None:
+        return StageObjective("margin", margin=margin, gp_weight=0.0)
+    built = StageObjective("rankgan", margin=margin, clamp_weight=rank.clamp_weight, gp_weight=0.0)
+    # The user's rank loss itself, not a copy: the markers (and reduction) they set on it are the ones used.
+    built.rank_loss = rank
+    return built
+
+
 class DCGANCriterion(nn.Module):
     r"""Stateful stand-in for upstream's ``nn.BCELoss()`` that trains ``netD`` as a margin critic (MATH §1).
 
@@ -139,14 +170,25 @@ class DCGANCriterion(nn.Module):
     ``[D_i(x) - D_i(G_i(z))]_+``, where ``D_i(x)`` is call 1's real scores, detached (taken before this batch's
     critic step). Add the gradient penalty (Eq. 5) to call 2's result in the script.
 
+    **Any score recipe**: pass ``objective=rankplug.StageObjective(variant, ...)`` instead of ``margin`` / ``rank``.
+    Call 2 returns ``objective.critic_loss`` and call 3 ``objective.generator_loss``, at stage 1 without
+    ``prev_fake_scores`` and at stage 2 (any stage ``i >= 2``: only whether a previous stage exists matters) with
+    them; ``prev_fake_scores`` are the scores of the critic that ``objective.judge(stage)`` names, the current
+    ``netD`` for RankGAN and the frozen ``D_{i-1}`` for GoGAN (:func:`rankplug.objectives.critic_judge`).
+    ``objective.penalty(netD, real, fake)`` is the gradient penalty to add to call 2's result. ``margin`` and
+    ``rank`` are shorthands for ``StageObjective("margin", margin=margin)`` and for a ``"rankgan"`` objective
+    that uses ``rank`` itself (its markers, clamp weight and reduction).
+
     The order is strict: a label that does not fit the expected call raises ``ValueError``; :meth:`reset`
     starts a new batch. Scripts with several critic steps per generator step do not fit this protocol: use
     :class:`rankplug.HingeMarginLoss` directly there.
 
     Args:
-        margin: ``epsilon >= 0`` of the margin loss, in score units.
+        margin: ``epsilon >= 0`` of the margin loss, in score units; ``None`` means 1.0 (``None`` rather than 1.0
+            so that a margin passed along with ``objective`` is an error instead of being ignored).
         rank: a :class:`rankplug.StageRankLoss` for RankGAN stages ``i >= 2`` (used when call 2 gets
             ``prev_fake_scores``).
+        objective: a :class:`rankplug.StageObjective` with a score variant, instead of ``margin`` and ``rank``.
         real_label: the value upstream fills ``label`` with for real samples (``real_label = 1``).
         fake_label: the value for fake samples (``fake_label = 0``).
 
@@ -172,22 +214,14 @@ class DCGANCriterion(nn.Module):
     def __init__(
         self,
         *,
-        margin: float = 1.0,
+        margin: float | None = None,
         rank: StageRankLoss | None = None,
+        objective: StageObjective | None = None,
         real_label: float = 1.0,
         fake_label: float = 0.0,
     ) -> None:
         super().__init__()
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)):
-            raise TypeError(f"margin must be a real number; got {type(margin).__name__}")
-        if not math.isfinite(margin):
-            raise ValueError(f"margin must be finite; got {margin}")
-        if margin < 0:
-            raise ValueError(f"margin must be >= 0; got {margin}")
-        if rank is not None and not isinstance(rank, StageRankLoss):
-            raise TypeError(f"rank must be a rankplug.StageRankLoss or None; got {type(rank).__name__}")
-        self.margin = float(margin)
-        self.rank = rank
+        self.objective = _criterion_objective(margin, rank, objective)
         self.real_label = _label_value(real_label, "real_label")
         self.fake_label = _label_value(fake_label, "fake_label")
         if self.real_label == self.fake_label:
@@ -196,11 +230,21 @@ class DCGANCriterion(nn.Module):
             )
         self.reset()
 
+    @property
+    def margin(self) -> float:
+        """``epsilon`` of the objective's margin loss (RankGAN Eq. 3)."""
+        return self.objective.margin_loss.margin
+
+    @property
+    def rank(self) -> StageRankLoss | None:
+        """The RankGAN ranking loss (Eq. 4 + 6) the objective uses from stage 2 on, or ``None`` for other variants."""
+        return self.objective.rank_loss if self.objective.needs_markers(2) else None
+
     def reset(self) -> None:
         """Forget the current batch; the next call must be call 1 (real scores with the real label)."""
         self._call = 0
         self._real_scores: Tensor | None = None
-        self._staged = False
+        self._stage = 1
 
     @property
     def expected_call(self) -> int:
@@ -266,33 +310,31 @@ class DCGANCriterion(nn.Module):
             )
 
         if self._call == 1:
-            if prev_fake_scores is None:
-                loss = hinge_margin_loss(real, scores, margin=self.margin)
-                self._staged = False
-            else:
-                if self.rank is None:
-                    raise ValueError(
-                        "prev_fake_scores was given but the criterion has no rank loss; pass "
-                        "rank=rankplug.StageRankLoss(...) to margin_criterion for RankGAN stages"
-                    )
-                loss = self.rank(real, scores, prev_fake_scores)
-                self._staged = True
-            # Call 3 needs the real scores only as constants; drop the graph now that call 2 owns it.
-            self._real_scores = real.detach()
-            self._call = 2
-            return loss
-
-        staged, self._staged = self._staged, False
+            return self._critic_loss(real, scores, prev_fake_scores)
+        stage, self._stage = self._stage, 1
         self._real_scores = None
         self._call = 0
-        if staged:
-            assert self.rank is not None  # _staged is only set with a rank loss
-            return self.rank.generator_loss(real, scores)
-        return wgan_generator_loss(scores)
+        return self.objective.generator_loss(scores, stage=stage, real=real)
+
+    def _critic_loss(self, real: Tensor, fake: Tensor, prev_fake: Tensor | None) -> Tensor:
+        """Call 2: the objective's critic loss, at stage 2 when the previous fakes' scores are given, else stage 1."""
+        stage = 1 if prev_fake is None else 2
+        if stage == 2 and self.objective.judge(stage) is None:
+            raise ValueError(
+                f"prev_fake_scores was given but the criterion's {self.objective.variant!r} objective has no rank "
+                "loss; pass rank=rankplug.StageRankLoss(...) or objective=rankplug.StageObjective('rankgan' or "
+                "'gogan') to margin_criterion for stages i >= 2"
+            )
+        loss = self.objective.critic_loss(real, fake, prev_fake, stage=stage)
+        # Call 3 needs the real scores only as constants; drop the graph now that call 2 owns it.
+        self._real_scores = real.detach()
+        self._stage = stage
+        self._call = 2
+        return loss
 
     def extra_repr(self) -> str:
         return (
-            f"margin={self.margin}, real_label={self.real_label}, fake_label={self.fake_label}, "
+            f"objective={self.objective!r}, real_label={self.real_label}, fake_label={self.fake_label}, "
             f"expected_call={self.expected_call}"
         )
 
@@ -300,8 +342,9 @@ class DCGANCriterion(nn.Module):
 def margin_criterion(
     discriminator: nn.Module,
     *,
-    margin: float = 1.0,
+    margin: float | None = None,
     rank: StageRankLoss | None = None,
+    objective: StageObjective | None = None,
     real_label: float = 1.0,
     fake_label: float = 0.0,
 ) -> DCGANCriterion:
@@ -312,8 +355,9 @@ def margin_criterion(
 
     Args:
         discriminator: upstream's ``netD``.
-        margin: ``epsilon >= 0`` of the margin loss, in score units.
+        margin: ``epsilon >= 0`` of the margin loss, in score units (``None``: 1.0).
         rank: optional :class:`rankplug.StageRankLoss` for RankGAN stages ``i >= 2``.
+        objective: optional :class:`rankplug.StageObjective` (a score variant) instead of ``margin`` and ``rank``.
         real_label: upstream's ``real_label`` (1).
         fake_label: upstream's ``fake_label`` (0).
 
@@ -326,8 +370,13 @@ def margin_criterion(
         >>> criterion = margin_criterion(netD, margin=0.5)
         >>> netD.main[-1], criterion.expected_call
         (Identity(), 1)
+        >>> gogan = margin_criterion(netD, objective=StageObjective("gogan"))  # GoGAN stages: the frozen D_{i-1}
+        >>> gogan.objective.judge(2)                                          # scores G_{i-1}(z) for call 2
+        'previous'
     """
-    criterion = DCGANCriterion(margin=margin, rank=rank, real_label=real_label, fake_label=fake_label)
+    criterion = DCGANCriterion(
+        margin=margin, rank=rank, objective=objective, real_label=real_label, fake_label=fake_label
+    )
     strip_sigmoid(discriminator)
     return criterion
 

@@ -52,7 +52,8 @@ DATASETS: dict[str, bool] = {"CelebA": True, "RaFD": False}
 
 # Wrappers whose real network sits in ``.module``; their state_dict keys gain a "module." prefix, which is the
 # host's concern, but the head has to be installed on the wrapped network so that every replica sees it.
-_WRAPPERS: tuple[type[nn.Module], ...] = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+# Not annotated as tuple[type[nn.Module], ...]: the exact types let isinstance narrow to them, whose .module is typed.
+_WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
 
 
 def unwrap_discriminator(discriminator: nn.Module) -> nn.Module:
@@ -200,12 +201,7 @@ def classification_loss(
     scale = check_positive(scale, "scale")
     # The functional loss validates the cosine's shape, the labels and the margin, naming the argument.
     return additive_angular_margin_loss(
-        logit / scale,
-        target,
-        scale=scale,
-        margin=margin,
-        multi_label=DATASETS[dataset],
-        reduction="mean",
+        logit / scale, target, scale=scale, margin=margin, multi_label=DATASETS[dataset], reduction="mean"
     )
 
 

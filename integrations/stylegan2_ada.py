@@ -18,9 +18,10 @@ imported when a phase runs (the host repository is on ``sys.path`` then). Stages
 - **stage i >= 2, GoGAN** (``variant="gogan"``): the *frozen previous* ``D_i`` scores ``G_i(z)``; ``D`` minimises
   ``[D(G(z)) + eps - D(x)]_+ + rank_weight * [D_prev(G_prev(z)) + 2 eps - D(x)]_+`` and ``G`` the WGAN loss.
 
-R1 (``r1_gamma``) runs in ``Dreg`` / ``Dboth`` and path-length regularisation (``pl_weight``) in ``Greg`` /
-``Gboth``, as in the host's own loss. Every discriminator input, the previous stage's fakes included, goes
-through ``augment_pipe``.
+The recipe (which loss at which stage, which critic scores ``G_{i-1}(z)``) is the core's
+:class:`rankplug.StageObjective`; this module maps it onto the host's phases. R1 (``r1_gamma``) runs in ``Dreg`` /
+``Dboth`` and path-length regularisation (``pl_weight``) in ``Greg`` / ``Gboth``, as in the host's own loss.
+Every discriminator input, the previous stage's fakes included, goes through ``augment_pipe``.
 """
 
 from __future__ import annotations
@@ -30,19 +31,22 @@ import math
 import os
 import pickle
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from rankplug import functional as F
-from rankplug._validation import check_choice, check_markers, check_nonnegative, check_positive_int
+from rankplug._validation import check_choice, check_nonnegative, check_positive_int
+from rankplug.objectives import STAGED, Judge, StageObjective
 from rankplug.stages import freeze, marker_statistics, unwrap
 
 PHASES = ("Gmain", "Greg", "Gboth", "Dmain", "Dreg", "Dboth")
 
 #: What ``previous`` may be: a snapshot pickle's path, the snapshot's dict (``{"G": ..., "D": ...}``) or ``(G, D)``.
 PreviousStage = Union[str, "os.PathLike[str]", Mapping[str, nn.Module], Sequence[nn.Module], None]
+
+#: A ``Dmain`` round's ``D(aug(G_i(z)))`` and, from stage 2, the judge's scores of ``G_{i-1}(z)``.
+FakeScores = tuple[Tensor, Optional[Tensor]]
 
 
 # ------------------------------------------------------------------------------------------------ host hooks
@@ -55,8 +59,12 @@ def _host_report() -> Callable[[str, Any], Any]:
     return training_stats.report
 
 
+#: The host's ``misc.ddp_sync(module, sync)``: a context manager; ``module`` is any network the loss runs.
+DDPSync = Callable[[Any, bool], contextlib.AbstractContextManager[None]]
+
+
 @contextlib.contextmanager
-def _fallback_ddp_sync(module: nn.Module, sync: bool) -> Iterator[None]:
+def _fallback_ddp_sync(module: object, sync: bool) -> Iterator[None]:
     # Without the host's helper: the same contract, no gradient all-reduce for a DDP module unless ``sync``.
     if isinstance(module, nn.parallel.DistributedDataParallel) and not sync:
         with module.no_sync():
@@ -65,7 +73,7 @@ def _fallback_ddp_sync(module: nn.Module, sync: bool) -> Iterator[None]:
         yield
 
 
-def _host_ddp_sync() -> Callable[[nn.Module, bool], contextlib.AbstractContextManager[None]]:
+def _host_ddp_sync() -> DDPSync:
     """The host's ``misc.ddp_sync``, or an equivalent when the host's ``torch_utils`` is not importable."""
     try:
         from torch_utils import misc
@@ -102,15 +110,14 @@ def load_snapshot(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _previous_networks(previous: PreviousStage, generator_key: str) -> tuple[nn.Module, nn.Module]:
-    if isinstance(previous, (str, os.PathLike)):
-        previous = load_snapshot(previous)
-    if isinstance(previous, Mapping):
-        missing = [key for key in (generator_key, "D") if key not in previous]
+    source = load_snapshot(previous) if isinstance(previous, (str, os.PathLike)) else previous
+    if isinstance(source, Mapping):
+        missing = [key for key in (generator_key, "D") if key not in source]
         if missing:
-            raise ValueError(f"the previous snapshot has no {missing}; it holds {sorted(previous)}")
-        generator, discriminator = previous[generator_key], previous["D"]
-    elif isinstance(previous, Sequence) and len(previous) == 2:
-        generator, discriminator = previous
+            raise ValueError(f"the previous snapshot has no {missing}; it holds {sorted(source)}")
+        generator, discriminator = source[generator_key], source["D"]
+    elif isinstance(source, Sequence) and not isinstance(source, str) and len(source) == 2:
+        generator, discriminator = source
     else:
         raise TypeError(
             "previous must be None, a snapshot path, a snapshot dict with 'G' and 'D', or a (G, D) pair; "
@@ -130,7 +137,10 @@ class RankGANLoss:
     ``device``, ``G_mapping``, ``G_synthesis``, ``D`` and ``augment_pipe``; the rest come from ``loss_kwargs``)
     and the same ``accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, sync, gain)``, with the six
     phases ``Gmain``, ``Greg``, ``Gboth``, ``Dmain``, ``Dreg``, ``Dboth``. Every loss is averaged over the
-    batch and multiplied by ``gain`` (the host's lazy-regularisation interval) before ``backward``.
+    batch and multiplied by ``gain`` (the host's lazy-regularisation interval) before ``backward``. The ``D`` and
+    ``G`` losses below are those of :attr:`objective`, a :class:`rankplug.StageObjective` built from ``variant``,
+    ``margin``, ``clamp_weight`` and ``rank_weight`` (R1 takes the place of its gradient penalty); the loss asks it
+    which critic scores ``G_{i-1}(z)`` and runs that critic the host's way.
 
     .. math::
         \text{stage 1:}\quad L_D = [\, D(G(z)) + \epsilon - D(x) \,]_+, \qquad L_G = -D(G(z))
@@ -171,10 +181,10 @@ class RankGANLoss:
     the logistic loss's decision boundary at 0; ``"zero"`` reports ``sign(D(x))`` as the host's own loss does.
 
     Statistics reported through the host's ``training_stats.report`` (the host's names, plus rankplug's own):
-    ``Loss/scores/fake``, ``Loss/signs/fake``, ``Loss/scores/real``, ``Loss/signs/real``, ``Loss/G/loss``,
-    ``Loss/D/loss``, ``Loss/r1_penalty``, ``Loss/D/reg``, ``Loss/pl_penalty``, ``Loss/G/reg``; from stage 2 on
-    also ``Loss/scores/prev_fake`` (the critic of the loss on the previous stage's fakes) and, for RankGAN,
-    ``Loss/markers/high`` and ``Loss/markers/low``.
+    ``Loss/scores/fake``, ``Loss/signs/fake``, ``Loss/scores/real``, ``Loss/signs/real``, ``Loss/G/loss`` and
+    ``Loss/D/loss`` (batch means), ``Loss/r1_penalty``, ``Loss/D/reg``, ``Loss/pl_penalty``, ``Loss/G/reg``;
+    from stage 2 on also ``Loss/scores/prev_fake`` (the critic of the loss on the previous stage's fakes) and,
+    for RankGAN, ``Loss/markers/high`` and ``Loss/markers/low``.
 
     Args:
         device: the device of the live networks (the host passes it).
@@ -252,21 +262,26 @@ class RankGANLoss:
         self.pl_batch_shrink = check_positive_int(pl_batch_shrink, "pl_batch_shrink")
         self.pl_decay = check_nonnegative(pl_decay, "pl_decay")
         self.pl_weight = check_nonnegative(pl_weight, "pl_weight")
-        self.variant = check_choice(variant, "variant", ("rankgan", "gogan"))
-        self.margin = check_nonnegative(margin, "margin")
-        self.clamp_weight = check_nonnegative(clamp_weight, "clamp_weight")
-        self.rank_weight = check_nonnegative(rank_weight, "rank_weight")
-        self.marker_statistic = check_choice(marker_statistic, "marker_statistic", ("mean", "median"))
+        # The recipe: stage 1 the margin loss, stage >= 2 RankGAN or GoGAN. gp_weight 0: R1 regularises D here,
+        # as in the host, instead of RankGAN's gradient penalty (Eq. 5).
+        self.objective = StageObjective(
+            check_choice(variant, "variant", STAGED),
+            margin=margin,
+            clamp_weight=clamp_weight,
+            rank_weight=rank_weight,
+            gp_weight=0.0,
+        )
+        check_choice(marker_statistic, "marker_statistic", ("mean", "median"))
+        self.marker_statistic = marker_statistic
         self.marker_data = marker_data
         self.marker_batches = check_positive_int(marker_batches, "marker_batches")
         self.sign_reference = check_choice(sign_reference, "sign_reference", ("midpoint", "zero"))
-        previous_generator = check_choice(previous_generator, "previous_generator", ("G", "G_ema"))
+        generator_key = check_choice(previous_generator, "previous_generator", ("G", "G_ema"))
         self.report = report
-        self.markers: tuple[float, float] | None = None
         if markers is not None:
             if not (isinstance(markers, Sequence) and len(markers) == 2):
                 raise ValueError(f"markers must be a pair (m_high, m_low); got {markers!r}")
-            self.markers = check_markers(markers[0], markers[1])
+            self.objective.set_markers(markers[0], markers[1])
         # The running path-length target ``a``, as in the host's loss; a constant for the gradient.
         self.pl_mean = torch.zeros([], device=self.device)
         # Reference level for Loss/signs/*: the latest Dmain batch's real/fake midpoint (see sign_reference).
@@ -274,7 +289,7 @@ class RankGANLoss:
         self.previous_G: nn.Module | None = None
         self.previous_D: nn.Module | None = None
         if previous is not None:
-            generator, discriminator = _previous_networks(previous, previous_generator)
+            generator, discriminator = _previous_networks(previous, generator_key)
             # Frozen deep copies: the host's requires_grad_(True) on the live phase module never reaches them,
             # and they are plain modules, so DDP never sees them.
             self.previous_G = freeze(generator).to(self.device)
@@ -285,6 +300,16 @@ class RankGANLoss:
     def stage(self) -> int:
         """1 without a previous stage, else 2 (the loss only needs to know whether a previous stage exists)."""
         return 1 if self.previous_G is None else 2
+
+    @property
+    def variant(self) -> str:
+        """``"rankgan"`` or ``"gogan"``: the objective's variant for stages ``>= 2``."""
+        return self.objective.variant
+
+    @property
+    def markers(self) -> tuple[float, float] | None:
+        """RankGAN's ``(m_high, m_low)`` (Eq. 6) in use, or ``None`` before they are passed or computed."""
+        return self.objective.markers
 
     def _augment(self, img: Tensor) -> Tensor:
         return img if self.augment_pipe is None else self.augment_pipe(img)
@@ -378,8 +403,8 @@ class RankGANLoss:
                 f"m_high={high:.4g}); RankGAN's clamp needs m_low <= m_high: train the previous stage longer or "
                 "pass markers=(m_high, m_low)"
             )
-        self.markers = (high, low)
-        return self.markers
+        self.objective.set_markers(high, low)
+        return high, low
 
     def _z_dim(self) -> int:
         for module in (self.previous_G, unwrap(self.G_mapping) if isinstance(self.G_mapping, nn.Module) else None):
@@ -423,7 +448,8 @@ class RankGANLoss:
         if do_gpl:
             self._path_length(gen_z, gen_c, sync, gain, report)
         if do_dmain or do_dr1:
-            self._discriminator(real_img, real_c, gen_z, gen_c, sync, gain, report, main=do_dmain, r1=do_dr1)
+            fakes = self._discriminator_fakes(real_img, real_c, gen_z, gen_c) if do_dmain else None
+            self._discriminator(real_img, real_c, fakes, sync, gain, report, r1=do_dr1)
 
     def _generator_main(
         self, real_img: Tensor, real_c: Tensor, gen_z: Tensor, gen_c: Tensor, sync: bool, gain: float, report: Any
@@ -432,14 +458,15 @@ class RankGANLoss:
         fake_scores = self._run_discriminator(fake_img, gen_c, sync=False)  # D does not train in a G phase
         report("Loss/scores/fake", fake_scores)
         report("Loss/signs/fake", self._signs(fake_scores))
-        if self.previous_G is not None and self.variant == "rankgan":
+        real_scores = None
+        # Only RankGAN's generator half of Eq. 4, [D_i(x) - D_i(G_i(z))]_+, asks for D_i(x), the current critic's
+        # scores: skip that forward (and its augmentation draw) for the other stages.
+        if self.objective.judge(self.stage) == "current":
             with torch.no_grad():  # D_i(x) is a target for G: no graph
                 real_scores = self._run_discriminator(real_img, real_c, sync=False)
-            loss = F.stage_rank_generator_loss(real_scores, fake_scores, reduction="none")  # RankGAN Eq. 4
-        else:
-            loss = F.wgan_generator_loss(fake_scores, reduction="none")  # GoGAN Sec. 3.2
+        loss = self.objective.generator_loss(fake_scores, stage=self.stage, real=real_scores)
         report("Loss/G/loss", loss)
-        loss.mean().mul(gain).backward()
+        loss.mul(gain).backward()
 
     def _path_length(self, gen_z: Tensor, gen_c: Tensor, sync: bool, gain: float, report: Any) -> None:
         # StyleGAN2's path-length regulariser: for y ~ N(0, I) / sqrt(H W), the per-sample length ||J_w^T y||
@@ -459,43 +486,48 @@ class RankGANLoss:
         # otherwise DDP would wait forever for gradients of unused parameters.
         (loss.mean() + 0.0 * img.mean()).mul(gain).backward()
 
-    def _discriminator_main_scores(self, gen_z: Tensor, gen_c: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """``D(aug(G(z)))`` and, from stage 2, the previous-stage scores the variant needs (all without sync)."""
+    def _discriminator_fakes(self, real_img: Tensor, real_c: Tensor, gen_z: Tensor, gen_c: Tensor) -> FakeScores:
+        """``D(aug(G(z)))`` and, from stage 2, the judge's scores of ``G_{i-1}(z)`` (all without sync).
+
+        RankGAN's markers are computed first when they are still missing (the first ``Dmain`` / ``Dboth``).
+        """
+        if self.objective.needs_markers(self.stage) and self.markers is None:
+            self.compute_markers(real_img, real_c, gen_c)
+        judge = self.objective.judge(self.stage)
         with torch.no_grad():  # G does not train in a D phase
             fake_img, _, mix = self._run_generator(gen_z, gen_c, sync=False)
-            prev_img = None if self.previous_G is None else self._run_previous_generator(gen_z, gen_c, mix)
+            prev_img = None if judge is None else self._run_previous_generator(gen_z, gen_c, mix)
         fake_scores = self._run_discriminator(fake_img, gen_c, sync=False)
-        if prev_img is None:
-            return fake_scores, None, None
-        if self.variant == "rankgan":
-            # RankGAN: the *current* D_i scores G_{i-1}(z), with a gradient into D_i.
-            return fake_scores, prev_img, self._run_discriminator(prev_img, gen_c, sync=False)
-        # GoGAN: the *frozen previous* D_i scores G_i(z), with no gradient.
-        return fake_scores, prev_img, self._run_previous_discriminator(prev_img, gen_c)
+        if judge is None or prev_img is None:
+            return fake_scores, None
+        return fake_scores, self._judge_scores(judge, prev_img, gen_c)
+
+    def _judge_scores(self, judge: Judge, prev_img: Tensor, c: Tensor) -> Tensor:
+        """The judge's scores of ``G_{i-1}(z)``: the live ``D_i`` with a gradient (RankGAN Eq. 4) or the frozen
+        ``D_{i-1}`` without one (GoGAN Eq. 4), each run the host's way."""
+        if judge == "current":
+            return self._run_discriminator(prev_img, c, sync=False)
+        return self._run_previous_discriminator(prev_img, c)
 
     def _discriminator(
         self,
         real_img: Tensor,
         real_c: Tensor,
-        gen_z: Tensor,
-        gen_c: Tensor,
+        fakes: FakeScores | None,
         sync: bool,
         gain: float,
         report: Any,
         *,
-        main: bool,
         r1: bool,
     ) -> None:
-        if main and self.previous_G is not None and self.variant == "rankgan" and self.markers is None:
-            self.compute_markers(real_img, real_c, gen_c)
-        fake_scores = prev_scores = None
-        if main:
-            fake_scores, _, prev_scores = self._discriminator_main_scores(gen_z, gen_c)
+        """The ``D`` phases' backward: the ``Dmain`` loss on ``fakes`` (from :meth:`_discriminator_fakes`, ``None``
+        for ``Dreg``) and / or R1."""
         # The real forward comes last and alone carries ``sync``: DDP then all-reduces once, in the single
         # backward below, the gradients accumulated from all of this round's forwards.
         real = real_img.detach().requires_grad_(r1)
         real_scores = self._run_discriminator(real, real_c, sync=sync)
-        if fake_scores is not None:
+        if fakes is not None:
+            fake_scores = fakes[0]
             self.sign_midpoint = float((real_scores.detach().mean() + fake_scores.detach().mean()) / 2)
             report("Loss/scores/fake", fake_scores)
             report("Loss/signs/fake", self._signs(fake_scores))
@@ -503,9 +535,8 @@ class RankGANLoss:
         report("Loss/signs/real", self._signs(real_scores))
         # 0 * scores keeps every D parameter in the graph even when only R1 runs (DDP needs all of them).
         total = 0.0 * real_scores.flatten(1).mean(1)
-        if main:
-            assert fake_scores is not None
-            loss = self._discriminator_loss(real_scores, fake_scores, prev_scores, report)
+        if fakes is not None:
+            loss = self._discriminator_loss(real_scores, *fakes, report)
             report("Loss/D/loss", loss)
             total = total + loss
         if r1:
@@ -520,32 +551,14 @@ class RankGANLoss:
     def _discriminator_loss(
         self, real_scores: Tensor, fake_scores: Tensor, prev_scores: Tensor | None, report: Any
     ) -> Tensor:
-        """The per-sample ``Dmain`` loss of the stage and variant (the class docstring's ``L_D``), shape ``(N,)``."""
-        if prev_scores is None:
-            return F.hinge_margin_loss(real_scores, fake_scores, margin=self.margin, reduction="none")
-        report("Loss/scores/prev_fake", prev_scores)
-        if self.variant == "gogan":
-            return F.gogan_rank_loss(
-                real_scores,
-                fake_scores,
-                prev_scores,
-                margin=self.margin,
-                rank_weight=self.rank_weight,
-                reduction="none",
-            )
-        assert self.markers is not None
-        m_high, m_low = self.markers
-        report("Loss/markers/high", [m_high])
-        report("Loss/markers/low", [m_low])
-        return F.stage_rank_loss(
-            real_scores,
-            fake_scores,
-            prev_scores,
-            m_high=m_high,
-            m_low=m_low,
-            clamp_weight=self.clamp_weight,
-            reduction="none",
-        )
+        """The batch-mean ``Dmain`` loss of the stage (the class docstring's ``L_D``), from the objective."""
+        if prev_scores is not None:
+            report("Loss/scores/prev_fake", prev_scores)
+        if self.objective.needs_markers(self.stage) and self.markers is not None:
+            m_high, m_low = self.markers
+            report("Loss/markers/high", [m_high])
+            report("Loss/markers/low", [m_low])
+        return self.objective.critic_loss(real_scores, fake_scores, prev_scores, stage=self.stage)
 
 
 __all__ = ["PHASES", "RankGANLoss", "load_snapshot"]

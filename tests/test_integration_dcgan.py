@@ -19,7 +19,12 @@ from torch import nn
 
 import rankplug
 import rankplug.integrations.dcgan as dcgan
-from rankplug.functional import hinge_margin_loss, stage_rank_generator_loss, wgan_generator_loss
+from rankplug.functional import (
+    gogan_rank_loss,
+    hinge_margin_loss,
+    stage_rank_generator_loss,
+    wgan_generator_loss,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "standins" / "dcgan_main.py"
@@ -244,6 +249,62 @@ def test_adapter_gradients_equal_a_hand_written_rankgan_stage_step(tmp_path, mon
 # ------------------------------------------------------------------------------------------------ (e) errors
 def _three(n: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return torch.randn(n, requires_grad=True), torch.ones(n), torch.zeros(n)
+
+
+def test_objective_drives_the_three_calls_gogan_stage_two():
+    # GoGAN's stage 2 through objective=: call 2 is GoGAN Eq. 3-5 on the frozen critic's scores of G_{i-1}(z),
+    # call 3 the WGAN generator loss, with the gradients of the hand-written losses.
+    torch.manual_seed(2)
+    netD = nn.Sequential(nn.Linear(3, 1), nn.Flatten(0)).double()
+    x, fake, prev_fake = (torch.randn(8, 3, dtype=torch.float64) for _ in range(3))
+    objective = rankplug.StageObjective("gogan", margin=0.5, rank_weight=2.0)
+    criterion = dcgan.DCGANCriterion(objective=objective)
+    frozen = copy.deepcopy(netD).requires_grad_(False)
+    ones, zeros = torch.ones(8, dtype=torch.float64), torch.zeros(8, dtype=torch.float64)
+    criterion(netD(x), ones).backward()
+    loss_d = criterion(netD(fake), zeros, prev_fake_scores=frozen(prev_fake))
+    loss_d.backward()
+    got_d = [p.grad.clone() for p in netD.parameters()]
+    netD.zero_grad()
+    loss_g = criterion(netD(fake), ones)
+    loss_g.backward()
+    got_g = [p.grad.clone() for p in netD.parameters()]
+
+    netD.zero_grad()
+    expected_d = gogan_rank_loss(netD(x), netD(fake), frozen(prev_fake), margin=0.5, rank_weight=2.0)
+    expected_d.backward()
+    torch.testing.assert_close(loss_d, expected_d)
+    for got, want in zip(got_d, (p.grad for p in netD.parameters())):
+        torch.testing.assert_close(got, want)
+    netD.zero_grad()
+    wgan_generator_loss(netD(fake)).backward()
+    for got, want in zip(got_g, (p.grad for p in netD.parameters())):
+        torch.testing.assert_close(got, want)
+    assert criterion.objective is objective and criterion.rank is None and criterion.margin == 0.5
+
+
+def test_margin_and_rank_are_shorthands_for_an_objective():
+    margin_only = dcgan.DCGANCriterion(margin=0.25)
+    assert margin_only.objective.variant == "margin" and margin_only.margin == 0.25 and margin_only.rank is None
+    rank = rankplug.StageRankLoss(clamp_weight=7.0)
+    staged = dcgan.DCGANCriterion(rank=rank)
+    # The user's rank loss itself: markers set on it later are the ones the criterion uses.
+    assert staged.objective.variant == "rankgan" and staged.objective.rank_loss is rank and staged.rank is rank
+    assert staged.objective.judge(2) == "current" and dcgan.DCGANCriterion().margin == 1.0
+
+
+def test_bad_objectives_raise():
+    with pytest.raises(ValueError, match="pass either objective or margin / rank, not both"):
+        dcgan.DCGANCriterion(margin=1.0, objective=rankplug.StageObjective("rankgan"))
+    with pytest.raises(ValueError, match="objective 'mbgan' trains on embeddings and images"):
+        dcgan.margin_criterion(nn.Linear(2, 1), objective=rankplug.StageObjective("mbgan"))
+    with pytest.raises(TypeError, match=r"objective must be a rankplug\.StageObjective or None; got str"):
+        dcgan.DCGANCriterion(objective="gogan")
+    criterion = dcgan.DCGANCriterion(objective=rankplug.StageObjective("wgan-gp"))
+    scores, ones, zeros = _three()
+    criterion(scores, ones)
+    with pytest.raises(ValueError, match=r"'wgan-gp' objective has no rank loss; pass rank=rankplug.StageRankLoss"):
+        criterion(scores, zeros, prev_fake_scores=scores.detach())
 
 
 def test_out_of_order_calls_raise():
