@@ -1,6 +1,8 @@
 """AAM vs softmax cross entropy as the auxiliary classifier of a conditional digits GAN (issue #5).
 
-Runs :func:`rankplug.demo.conditional.compare_heads` (both heads, same seed and budget) for several seeds and
+Trains a conditional digits GAN per head with :func:`rankplug.runs.train_run` (``TrainConfig(method="wgan-gp",
+class_head=...)``, both heads with the same seed and budget) for several seeds, scores it with
+:func:`rankplug.eval.runs.digits_metrics`, and
 writes ``experiments/results/conditional_aam_vs_ce.json`` (every per-seed number, the timings, the settings and
 the printed table) plus one sample grid per head for the first seed, ``conditional_{head}_seed{seed}.png``
 (rows = classes 0-9, columns = the same ``z`` for both heads).
@@ -26,22 +28,18 @@ from typing import Any
 
 import torch
 
-from rankplug.demo.conditional import (
-    HEADS,
-    SPLIT_SEED,
-    class_samples,
-    compare_heads,
-    evaluate_conditional,
-    json_ready,
-    train_conditional,
-)
-from rankplug.eval.digits import digits_split
+from rankplug.eval.digits import digits_fid, gan_test, reference_classifier
+from rankplug.eval.runs import digits_metrics, generate, held_out_images
+from rankplug.runs import load_stage_models, stage_files, train_run
+from rankplug.training import TrainConfig
+
+HEADS = ("aam", "ce")
 
 ROOT = Path(__file__).resolve().parent
 METRICS = (("gan_train", "GAN-train %", 100.0), ("gan_test", "GAN-test %", 100.0), ("digits_fid", "digits-FID", 1.0))
 
 
-SOURCES = ("rankplug/demo/conditional.py", "rankplug/heads.py", "rankplug/functional/angular.py")
+SOURCES = ("rankplug/training/loop.py", "rankplug/heads.py", "rankplug/functional/angular.py")
 
 
 def _sha256(path: Path) -> str:
@@ -54,7 +52,47 @@ def _mean_std(values: list[float], factor: float) -> str:
     return f"{statistics.fmean(scaled):.2f} ± {std:.2f}"
 
 
-def save_grid(generator: torch.nn.Module, path: Path, *, per_class: int = 10, seed: int = 0, zoom: int = 3) -> None:
+def run_head(head: str, seed: int, args: argparse.Namespace, cls_weight: float = 1.0) -> tuple[Any, dict[str, Any]]:
+    """Train (or resume) one head's run and return its stage models and metrics (GAN-train, GAN-test per class too)."""
+    config = TrainConfig(
+        method="wgan-gp",
+        stages=1,
+        class_head=head,
+        steps_per_stage=args.steps,
+        log_every=args.steps,
+        n_critic=args.n_critic,
+        batch_size=args.batch_size,
+        seed=seed,
+        cls_weight=cls_weight,
+    )
+    run_dir = args.work / f"{head}-w{cls_weight:g}-seed{seed}"
+    result = train_run(run_dir, config, progress=False)
+    models = load_stage_models(stage_files(run_dir)[-1][1], config=config)
+    count = 10 * args.samples_per_class
+    metrics = digits_metrics(models, held_out_images(config, 450), count, seed)
+    classifier, _ = reference_classifier(16)
+    labels = torch.arange(count) % 10
+    fakes = generate(models, count, seed + 3, labels=labels)
+    metrics["gan_test_per_class"] = [gan_test(classifier, fakes[labels == k], labels[labels == k]) for k in range(10)]
+    return models, {"metrics": metrics, "train_seconds": result["wall_time"], "log": result["log"]}
+
+
+def real_reference() -> dict[str, float]:
+    classifier, split = reference_classifier(16)
+    accuracy = gan_test(classifier, split.test_images, split.test_labels)
+    return {
+        "classifier_accuracy": accuracy,
+        "digits_fid": digits_fid(classifier, split.test_images, split.train_images),
+    }
+
+
+def class_samples(models: Any, *, per_class: int, seed: int) -> torch.Tensor:
+    labels = torch.arange(10).repeat_interleave(per_class)
+    samples = generate(models, 10 * per_class, seed, labels=labels)
+    return samples.view(10, per_class, *samples.shape[1:])
+
+
+def save_grid(generator: Any, path: Path, *, per_class: int = 10, seed: int = 0, zoom: int = 3) -> None:
     """A PNG with one row per class (0 at the top) and ``per_class`` columns, each pixel ``zoom`` times."""
     from PIL import Image
 
@@ -104,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: bit-reproducible numbers)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "conditional_aam_vs_ce.json")
     parser.add_argument("--no-grids", action="store_true")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/rankplug-conditional"), help="run directories")
     parser.add_argument(
         "--ce-control-cls-weight",
         type=float,
@@ -120,19 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     reference: dict[str, float] = {}
     for seed in args.seeds:
         wall, cpu = time.perf_counter(), time.process_time()
-        result = compare_heads(
-            steps=args.steps,
-            seed=seed,
-            samples_per_class=args.samples_per_class,
-            n_critic=args.n_critic,
-            batch_size=args.batch_size,
-        )
+        models, plain = {}, {}
+        for head in HEADS:
+            models[head], plain[head] = run_head(head, seed, args)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        reference = result["reference"]
-        per_seed.append({head: result["runs"][head]["metrics"] for head in HEADS})
-        plain = json_ready(result)
-        plain["comparison_wall_s"], plain["comparison_cpu_s"] = wall, cpu
-        runs.append(plain)
+        reference = real_reference()
+        per_seed.append({head: plain[head]["metrics"] for head in HEADS})
+        record: dict[str, Any] = {"seed": seed, "runs": plain, "comparison_wall_s": wall, "comparison_cpu_s": cpu}
+        runs.append(record)
         summary = "  ".join(
             f"{head}: train {m['gan_train']:.3f} test {m['gan_test']:.3f} fid {m['digits_fid']:.1f}"
             for head, m in per_seed[-1].items()
@@ -141,29 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.ce_control_cls_weight > 0:
             # Control: AAM's class term starts about 3x larger than CE's (docs/aam_defaults.md §3), so a CE run
             # with a larger lambda_cls separates "a stronger class term" from "the angular geometry".
-            split = digits_split(16, seed=SPLIT_SEED)
-            control = train_conditional(
-                "ce",
-                images=split.train_images,
-                labels=split.train_labels,
-                steps=args.steps,
-                seed=seed,
-                n_critic=args.n_critic,
-                batch_size=args.batch_size,
-                cls_weight=args.ce_control_cls_weight,
-            )
             name = f"ce, cls_weight {args.ce_control_cls_weight:g}"
-            metrics = evaluate_conditional(control["generator"], samples_per_class=args.samples_per_class, seed=seed)
-            per_seed[-1][name] = metrics
-            plain["control"] = dict(json_ready(control), metrics=metrics)
-            print(
-                f"  control {name}: train {metrics['gan_train']:.3f} test {metrics['gan_test']:.3f} "
-                f"fid {metrics['digits_fid']:.1f}",
-                flush=True,
-            )
+            _, control = run_head("ce", seed, args, cls_weight=args.ce_control_cls_weight)
+            per_seed[-1][name] = control["metrics"]
+            record["control"] = control
+            m = control["metrics"]
+            print(f"  control {name}: train {m['gan_train']:.3f} test {m['gan_test']:.3f} fid {m['digits_fid']:.1f}")
         if not args.no_grids and seed == args.seeds[0]:
             for head in HEADS:
-                save_grid(result["runs"][head]["generator"], args.out.parent / f"conditional_{head}_seed{seed}.png")
+                save_grid(models[head], args.out.parent / f"conditional_{head}_seed{seed}.png")
 
     text = table(per_seed, reference)
     classes = per_class_table(per_seed)

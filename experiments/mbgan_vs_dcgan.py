@@ -1,6 +1,6 @@
 """Results for docs/results.md: MBGAN's metric discriminator against the DCGAN loss on the digits, 3 seeds.
 
-Both use the demo's networks (rankplug.demo.models), one critic step per generator step, Adam (2e-4, betas
+Both use rankplug's networks (rankplug.training.models), one critic step per generator step, Adam (2e-4, betas
 (0.5, 0.999)) and batch 64 for the same number of generator steps; MBGAN replaces the critic's score by a
 K = 500 embedding with the triplet loss and alpha = 20 (MATH §5). Scored on the 450 held-out digits:
 digits-FID and image completion (no perceptual term for either, since MBGAN's critic gives no score).
@@ -17,8 +17,10 @@ import json
 import statistics
 from pathlib import Path
 
-from rankplug.demo.job import evaluate_run, machine_info, save_grid, train_run
-from rankplug.demo.train import load_stage_models
+from rankplug.eval.runs import evaluate_run, generate
+from rankplug.report import machine_info, save_grid
+from rankplug.runs import load_stage_models, train_run
+from rankplug.training import TrainConfig
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("dcgan", "mbgan")
@@ -41,19 +43,16 @@ def main() -> None:
     for seed in args.seeds:
         for method in METHODS:
             run_dir = Path(args.work) / f"{method}-seed{seed}"
-            result = train_run(run_dir, method=method, stages=1, steps_per_stage=args.steps, seed=seed, progress=False)
+            config = TrainConfig.from_preset(None, method=method, stages=1, steps_per_stage=args.steps, seed=seed)
+            result = train_run(run_dir, config, progress=False)
             seconds = result["wall_time"]  # training time over all calls (a resumed run keeps its earlier time)
             entry = evaluate_run(run_dir, perceptual_weight=0.0, progress=False)[-1]
             entry["train_seconds"] = seconds
             entry["gap_history"] = result["stages"][0]["gap"]
             runs[method][seed] = entry
             if seed == args.seeds[0]:
-                G = load_stage_models(run_dir / "models-stage1.pt")[0]
-                import torch
-
-                z = torch.randn(64, G.nz, generator=torch.Generator().manual_seed(1234))
-                with torch.no_grad():
-                    save_grid(G(z), HERE / "results" / f"mbgan_vs_dcgan_{method}_seed{seed}.png")
+                models = load_stage_models(run_dir / "models-stage1.pt")
+                save_grid(generate(models, 64, 1234), HERE / "results" / f"mbgan_vs_dcgan_{method}_seed{seed}.png")
             print(f"{method} seed {seed}: digits-FID {entry['digits_fid']:.2f} ({seconds:.0f} s)", flush=True)
     lines = [
         "| method | generator steps | digits-FID ↓ | completion PSNR (dB) ↑ | SSIM ↑ |",

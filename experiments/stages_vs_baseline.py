@@ -1,6 +1,6 @@
 """Results for docs/results.md: RankGAN stage 1 -> 2 -> 3 against the same-compute WGAN-GP baseline, 3 seeds.
 
-Each seed is one `rankplug demo` (rankplug.demo.job.run_demo) with a fixed number of steps per stage, so the
+Each seed is one `rankplug demo` (rankplug.demo.run_demo) with a fixed number of steps per stage, so the
 runs do not depend on the machine's speed. Writes experiments/results/stages_vs_baseline.json and prints the
 Markdown tables (mean +- std over the seeds).
 
@@ -15,7 +15,8 @@ import json
 import statistics
 from pathlib import Path
 
-from rankplug.demo.job import machine_info, run_demo
+from rankplug.demo import run_demo
+from rankplug.report import machine_info
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,4 +1,4 @@
-"""The ``rankplug`` command (also ``python -m rankplug``): ``demo``, ``train``, ``eval`` and ``complete``.
+"""The ``rankplug`` command (also ``python -m rankplug``): ``demo``, ``train``, ``eval``, ``complete``, ``sample``.
 
 - ``rankplug demo``: RankGAN with 3 stages and a same-compute WGAN-GP baseline on the bundled digits, evaluated
   per stage, with pictures, the score-ladder plot, ``metrics.json`` and ``report.md``
@@ -7,6 +7,7 @@
 - ``rankplug train``: one run of any method on the digits, an image folder or a CIFAR-10 copy on disk.
 - ``rankplug eval RUN_DIR``: the metrics of every stage checkpoint of a run.
 - ``rankplug complete RUN_DIR``: the image-completion evaluation (MATH §7) of a run's stages, with a picture.
+- ``rankplug sample RUN_DIR --n N --out PATH``: samples of a stage, as ``.npz`` or PNG files.
 
 Every long step shows a progress bar (``--no-progress`` turns them off); the demo's optional dependencies
 come with ``pip install "rankplug[demo]"``.
@@ -20,8 +21,10 @@ file); 130 on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,13 +120,100 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# One line of help per setting of rankplug.training.TrainConfig; every setting is a flag of `rankplug train`.
+_SETTING_HELP = {
+    "method": "training method (a rankplug.StageObjective variant)",
+    "stages": "stages (segments for single-stage methods)",
+    "steps_per_stage": "generator steps per stage (the most, with --plateau-patience)",
+    "plateau_patience": "end a stage once the gap stayed within --plateau-tolerance for this many records",
+    "plateau_tolerance": "the band of the plateau rule, in score units",
+    "data": "data set",
+    "data_root": "image folder or CIFAR-10 root (--data folder / cifar10)",
+    "size": "image side, a power of two",
+    "workers": "DataLoader worker processes",
+    "batch_size": "real and fake batch size",
+    "n_critic": "critic steps per generator step",
+    "optimizer": "optimizer of both networks",
+    "lr_d": "critic learning rate",
+    "lr_g": "generator learning rate",
+    "beta1": "Adam beta1",
+    "beta2": "Adam beta2",
+    "nz": "latent size",
+    "width": "network width",
+    "latent": "prior of z",
+    "critic_norm": "critic normalisation (batch: DCGAN/MBGAN's BatchNorm critic, no gradient penalty)",
+    "margin": "eps of the margin losses",
+    "clamp_weight": "lambda_clamp of RankGAN Eq. 6",
+    "gp_weight": "lambda_gp of the gradient penalty (Eq. 5)",
+    "disc_weight": "GoGAN's lambda_1",
+    "rank_weight": "GoGAN's lambda_2",
+    "embed_dim": "MBGAN's embedding size K",
+    "alpha": "MBGAN's margin weight (Eq. 4)",
+    "margin_norm": "MBGAN's margin norm over pixels",
+    "encoder": "RankGAN's VAE encoder (Sec. 3.3) for the latents",
+    "encoder_epochs": "epochs of the encoder's stage 0",
+    "class_head": "auxiliary classifier of a conditional GAN",
+    "cls_weight": "lambda_cls of the class terms",
+    "aam_scale": "s of the AAM head",
+    "aam_margin": "m of the AAM head (radians)",
+    "marker_images": "real images over which RankGAN's markers are taken",
+    "ema": "decay of the generator's EMA (0: off); the EMA generator is sampled and evaluated",
+    "amp": "mixed precision (bfloat16 on CPU, float16 on CUDA)",
+    "device": "torch device, e.g. cuda or cuda:1 (under torchrun: each rank's cuda:LOCAL_RANK)",
+    "seed": "seed of torch and Python's random",
+    "log_every": "generator steps between records",
+    "tensorboard": "write TensorBoard event files to RUN/tensorboard",
+}
+
+
+def _add_train_settings(parser: argparse.ArgumentParser) -> None:
+    """A flag per TrainConfig field, defaulting to None so that only flags given override the preset / file."""
+    from rankplug.objectives import VARIANTS
+    from rankplug.training.config import CLASS_HEADS, CRITIC_NORMS, DATA_KINDS, LATENTS, OPTIMIZERS, SIZES, TrainConfig
+
+    choices: dict[str, tuple[Any, ...]] = {
+        "method": VARIANTS,
+        "data": DATA_KINDS,
+        "size": SIZES,
+        "optimizer": OPTIMIZERS,
+        "latent": LATENTS,
+        "critic_norm": CRITIC_NORMS,
+        "class_head": CLASS_HEADS,
+        "margin_norm": ("mean", "sum"),
+    }
+    defaults = TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        name, default = field.name, getattr(defaults, field.name)
+        flag = "--" + name.replace("_", "-")
+        text = f"{_SETTING_HELP[name]} (default: {default})"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+            continue
+        kind: Any = _finite_float if isinstance(default, float) else _positive_int if isinstance(default, int) else str
+        if name in ("seed", "workers"):  # may be 0
+            kind = int
+        elif name == "plateau_patience":  # None by default
+            kind = _positive_int
+        parser.add_argument(flag, type=kind, default=None, choices=choices.get(name), help=text)
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number; got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``rankplug`` command."""
-    from rankplug.demo.train import METHODS  # here, not at import: Ctrl-C while torch loads lands in main()
+    from rankplug.training.config import PRESETS  # here, not at import: Ctrl-C while torch loads lands in main()
 
     parser = argparse.ArgumentParser(prog="rankplug", description=DESCRIPTION, formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=_version())
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,train,eval,complete}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,train,eval,complete,sample}")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help, formatter_class=_Formatter)
@@ -141,24 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--inception-weights", default=None, metavar="PATH", help="adds Inception FID / IS")
     _add_common(demo)
 
-    tr = add("train", "train one run (any method, your data)")
+    tr = add("train", "train one run (any method, your data); under torchrun, one run on every rank")
     tr.add_argument(
         "--dir", type=_directory, required=True, help="run directory; an existing run with the same settings resumes"
     )
-    tr.add_argument("--method", choices=METHODS, default="rankgan", help="training method")
-    tr.add_argument("--stages", type=_positive_int, default=3, help="stages (segments for single-stage methods)")
-    tr.add_argument("--steps-per-stage", type=_positive_int, default=300, help="generator steps per stage")
-    tr.add_argument("--data", choices=("digits", "folder", "cifar10"), default="digits", help="data set")
-    tr.add_argument("--data-root", default=None, help="image folder or CIFAR-10 root (--data folder / cifar10)")
-    tr.add_argument("--size", type=int, choices=(16, 32), default=16, help="image side")
-    tr.add_argument("--encoder", action="store_true", help="RankGAN's VAE encoder (Sec. 3.3) for the latents")
-    tr.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1")
-    tr.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on CPU, float16 on CUDA)")
-    tr.add_argument("--seed", type=int, default=0, help="seed of torch and Python's random")
-    tr.add_argument("--batch-size", type=_positive_int, default=64, help="real and fake batch size")
-    tr.add_argument("--n-critic", type=_positive_int, default=None, help="default 5 (1 for mbgan, dcgan)")
-    tr.add_argument("--margin", type=_nonnegative_float, default=1.0, help="eps of the margin losses")
-    tr.add_argument("--log-every", type=_positive_int, default=10, help="generator steps between records")
+    tr.add_argument("--preset", choices=tuple(PRESETS), default=None, help="a paper's settings; flags override them")
+    tr.add_argument("--config", default=None, metavar="FILE", help="settings from a TOML file (flags override them)")
+    _add_train_settings(tr)
     _add_common(tr)
 
     ev = add("eval", "metrics of every stage checkpoint of a run directory")
@@ -174,19 +253,24 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--coverages", type=_coverage, nargs="+", default=None, help="occluded fractions")
     co.add_argument("--perceptual-weight", type=_nonnegative_float, default=0.1, help="lambda of -D(G(z)) (GoGAN: 0.1)")
     _add_common(co)
+
+    sa = add("sample", "samples of a run's stage: a .npz of float32 images in [-1, 1], or a folder of PNG files")
+    sa.add_argument("run_dir", help="a run directory made by `rankplug train` (or a demo's rankgan/ or baseline/)")
+    sa.add_argument("--stage", type=_positive_int, default=None, help="the stage (default: the last)")
+    sa.add_argument("--n", type=_positive_int, required=True, help="number of samples")
+    sa.add_argument("--out", required=True, metavar="PATH", help="PATH.npz (array 'images') or a folder of PNG files")
+    sa.add_argument("--seed", type=int, default=0, help="seed of z")
     return parser
 
 
 def _demo(args: argparse.Namespace) -> int:
     _check_inception_weights(args.inception_weights)
+    from rankplug import demo
+
     if args.conditional:
-        from rankplug.demo.job import run_conditional_demo
-
-        run_conditional_demo(args.dir, seed=args.seed, quick=args.quick, progress=args.progress)
+        demo.run_conditional_demo(args.dir, seed=args.seed, quick=args.quick, progress=args.progress)
         return 0
-    from rankplug.demo.job import run_demo
-
-    run_demo(
+    demo.run_demo(
         args.dir,
         baseline=args.baseline,
         size=args.size,
@@ -201,48 +285,61 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from rankplug.demo.job import train_run
-    from rankplug.runs import check_directory_argument
+def train_config(args: argparse.Namespace) -> Any:
+    """The run's settings: the method's defaults, then ``--preset``, then ``--config FILE``, then the flags given."""
+    from rankplug.training.config import FIELDS, TrainConfig
 
-    if args.data != "digits" and args.data_root is None:
-        raise ValueError(f"--data {args.data} needs --data-root")
-    if args.data == "digits" and args.data_root is not None:
-        raise ValueError("--data-root is for --data folder or cifar10; the digits are bundled")
+    settings: dict[str, Any] = {}
+    preset = args.preset
+    if args.config is not None:
+        from_file = TrainConfig.read_toml(args.config)
+        preset = preset or from_file.pop("preset", None)
+        from_file.pop("preset", None)
+        settings.update(from_file)
+    settings.update({name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None})
+    return TrainConfig.from_preset(preset, **settings)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rankplug.runs import check_directory_argument, train_run
+
+    config = train_config(args)
     check_directory_argument(args.dir, "--dir")
-    kwargs: dict[str, Any] = {
-        "size": args.size,
-        "seed": args.seed,
-        "batch_size": args.batch_size,
-        "margin": args.margin,
-        "log_every": args.log_every,
-        "device": args.device,
-        "amp": args.amp,
-        "encoder": args.encoder,
-    }
-    if args.n_critic is not None:
-        kwargs["n_critic"] = args.n_critic
-    result = train_run(
-        args.dir,
-        method=args.method,
-        data=args.data,
-        data_root=args.data_root,
-        stages=args.stages,
-        steps_per_stage=args.steps_per_stage,
-        progress=args.progress,
-        **kwargs,
-    )
-    last = result["stages"][-1]
-    print(
-        f"{args.method}: {result['generator_steps']} generator steps in {result['wall_time']:.0f} s; "
-        f"gap at the end {last['gap'][-1]:.4f}. Next: rankplug eval {args.dir}"
-    )
+    check_device(config.device)
+    result = train_run(args.dir, config, progress=args.progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        last = result["stages"][-1]
+        gap = last["gap"][-1] if last["gap"] else float("nan")
+        print(
+            f"{config.method}: {result['generator_steps']} generator steps in {result['wall_time']:.0f} s; "
+            f"gap at the end {gap:.4f}. Next: rankplug eval {args.dir}"
+        )
     return 0
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before anything is written."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1): {error}") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine; use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type != "cpu":
+        try:
+            torch.empty(0, device=parsed)
+        except (RuntimeError, AssertionError) as error:
+            raise ValueError(f"device {device!r} is not usable on this machine: {error}") from None
 
 
 def _eval(args: argparse.Namespace) -> int:
     _check_inception_weights(args.inception_weights)
-    from rankplug.demo.job import evaluate_run
+    from rankplug.eval.runs import evaluate_run
 
     results = evaluate_run(
         args.run_dir,
@@ -253,23 +350,27 @@ def _eval(args: argparse.Namespace) -> int:
         progress=args.progress,
         force=args.force,
     )
-    print("| stage | generator steps | gap Γ (end) | digits-FID | completion PSNR (dB) | SSIM |")
-    print("|---|---|---|---|---|---|")
+    inception = any(entry.get("inception") for entry in results)
+    extra = " Inception FID | IS |" if inception else ""
+    print(f"| stage | generator steps | gap Γ (end) | digits-FID | completion PSNR (dB) | SSIM |{extra}")
+    print("|---|---|---|---|---|---|" + ("---|---|" if inception else ""))
     for entry in results:
-        psnr = entry["completion"]["psnr"]
-        ssim = entry["completion"]["ssim"]
+        psnr, ssim, gap = entry["completion"]["psnr"], entry["completion"]["ssim"], entry.get("gap_end")
         fid = entry.get("digits_fid")
-        gap = entry.get("gap_end")
-        print(
+        row = (
             f"| {entry['stage']} | {entry['generator_steps']} | {'-' if gap is None else f'{gap:.3f}'} "
             f"| {'-' if fid is None else f'{fid:.2f}'} | {sum(psnr) / len(psnr):.2f} | {sum(ssim) / len(ssim):.3f} |"
         )
+        if inception:
+            scores = entry.get("inception") or {}
+            row += f" {scores.get('fid', float('nan')):.2f} | {scores.get('is_mean', float('nan')):.2f} |"
+        print(row)
     print(f"(saved as eval-stage<i>.json in {args.run_dir})")
     return 0
 
 
 def _complete(args: argparse.Namespace) -> int:
-    from rankplug.demo.job import complete_run
+    from rankplug.eval.runs import complete_run
 
     table = complete_run(
         args.run_dir,
@@ -280,6 +381,14 @@ def _complete(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     print(table)
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from rankplug.eval.runs import sample_run
+
+    out = sample_run(args.run_dir, n=args.n, out=args.out, stage=args.stage, seed=args.seed)
+    print(f"wrote {args.n} samples to {out}")
     return 0
 
 
@@ -316,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         args = build_parser().parse_args(argv)
-        handlers = {"demo": _demo, "train": _train, "eval": _eval, "complete": _complete}
+        handlers = {"demo": _demo, "train": _train, "eval": _eval, "complete": _complete, "sample": _sample}
         return handlers[args.command](args)
     except ModuleNotFoundError as error:
         say(f"{error}; {_MISSING_HINT}")

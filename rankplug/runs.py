@@ -20,6 +20,7 @@ import functools
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -149,12 +150,236 @@ def holds_run_lock(command: str) -> Callable[[Callable[..., Result]], Callable[.
     return decorate
 
 
+# ------------------------------------------------------------------------------------ the run-directory format
+RUN_FILE = "run.json"
+HISTORY_FILE = "history.json"
+RUN_FORMAT = "rankplug.run/1"
+
+
+def read_run_config(run_dir: str | os.PathLike[str]) -> Any:
+    """A run directory's ``run.json`` as a validated :class:`~rankplug.training.TrainConfig`.
+
+    Raises ``FileNotFoundError`` when the directory has none and :class:`RunDirectoryError` naming the file when
+    it is malformed or a setting is out of range (nothing is built from it then).
+    """
+    from rankplug.training.config import TrainConfig
+
+    path = Path(run_dir) / RUN_FILE
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: no such directory")
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {RUN_FILE} (made by `rankplug train`)")
+    spec = read_json(path)
+    if spec.get("format") != RUN_FORMAT or not isinstance(spec.get("config"), dict):
+        raise RunDirectoryError(f"{path} is not a valid run file: expected format {RUN_FORMAT!r} and a config")
+    try:
+        return TrainConfig.from_dict(spec["config"])
+    except (ValueError, TypeError) as error:
+        raise RunDirectoryError(f"{path} is not a valid run file: {error}") from error
+
+
+def stage_files(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """``(stage, path)`` of every ``models-stage<i>.pt`` in the directory, in stage order."""
+    found = []
+    for path in Path(run_dir).glob("models-stage*.pt"):
+        stem = path.stem.rsplit("stage", 1)[-1]
+        if stem.isdigit():
+            found.append((int(stem), path))
+    return sorted(found)
+
+
+class StageModels:
+    """The networks of one ``models-stage<i>.pt``, in eval mode, and what the file says about them.
+
+    ``generator`` is the EMA copy when the run kept one (the one to sample and evaluate), ``raw_generator`` the
+    trained one; ``encoder`` is ``None`` without RankGAN's encoder.
+    """
+
+    def __init__(
+        self, config: Any, stage: int, steps: int, generator: Any, raw: Any, critic: Any, encoder: Any
+    ) -> None:
+        self.config, self.stage, self.generator_steps = config, stage, steps
+        self.generator, self.raw_generator, self.discriminator, self.encoder = generator, raw, critic, encoder
+        self.num_classes = generator.num_classes
+
+
+def load_stage_models(path: str | os.PathLike[str], *, config: Any = None, device: str = "cpu") -> StageModels:
+    """Load ``models-stage<i>.pt`` safely (checksum, ``weights_only``); its config is validated before any network is
+    built, and must equal ``config`` (the run's ``run.json``) when given."""
+    from rankplug._checkpoint import safe_load
+    from rankplug.errors import CheckpointError
+    from rankplug.training.config import TrainConfig
+    from rankplug.training.loop import MODELS_FORMAT
+
+    payload = safe_load(Path(path), map_location=device)
+    if not isinstance(payload, dict) or payload.get("format") != MODELS_FORMAT:
+        raise CheckpointError(f"{path} is not a rankplug stage checkpoint ({MODELS_FORMAT})")
+    try:
+        saved = TrainConfig.from_dict(payload["config"])
+        channels, classes = int(payload["channels"]), int(payload["num_classes"])
+        if channels not in (1, 3) or not 1 <= classes <= 100_000:
+            raise ValueError(f"channels {channels} / num_classes {classes} out of range")
+        G, D, E = _build(saved, channels, classes)
+        G.load_state_dict(payload["generator"])
+        D.load_state_dict(payload["discriminator"])
+        if E is not None:
+            E.load_state_dict(payload["encoder"])
+        ema = None
+        if payload.get("ema_generator") is not None:
+            ema = _build(saved, channels, classes)[0]
+            ema.load_state_dict(payload["ema_generator"])
+        stage, steps = int(payload["stage"]), int(payload["generator_steps"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path} is not a valid rankplug stage checkpoint: {error}") from error
+    if config is not None and saved.replace(stages=config.stages) != config:
+        ours, theirs = config.to_dict(), saved.to_dict()
+        differ = ", ".join(f"{k} {theirs[k]!r} there, {ours[k]!r} in {RUN_FILE}" for k in ours if ours[k] != theirs[k])
+        raise RunDirectoryError(f"{path} was written by another run than {RUN_FILE} describes ({differ})")
+    for module in (G, D, E, ema):
+        if module is not None:
+            module.eval().requires_grad_(False)
+    return StageModels(saved, stage, steps, ema if ema is not None else G, G, D, E)
+
+
+def _build(config: Any, channels: int, classes: int) -> tuple[Any, Any, Any]:
+    import torch
+
+    from rankplug.training.loop import Networks
+
+    nets = Networks(config.replace(ema=0.0, amp=False), channels, classes, torch.device("cpu"))
+    return nets.G, nets.D, nets.E
+
+
+def write_run_file(run_dir: Path, config: Any) -> None:
+    """``run.json``: the format tag and every setting."""
+    write_json(run_dir / RUN_FILE, {"format": RUN_FORMAT, "config": config.to_dict()})
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically (an exclusive temporary file renamed over the old one)."""
+    from rankplug._checkpoint import atomic_write
+
+    atomic_write(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+
+
+def train_run(
+    run_dir: str | os.PathLike[str],
+    config: Any,
+    *,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) ``config`` in a run directory: everything is checked before anything is written.
+
+    ``run.json`` records the config; a second call with the same config resumes from the last checkpoint (and
+    says so), one with another config is refused. The directory is locked (:func:`lock_run`) while the run
+    trains, so a second process is refused instead of mixing two runs. Under ``torchrun`` rank 0 writes the
+    files and every rank trains.
+    """
+    from rankplug.data import open_dataset
+
+    say = echo or _stderr
+    run_dir = check_directory_argument(run_dir, "run_dir")
+    dataset = open_dataset(config.data, config.data_root, config.size, split="train")
+    main = int(os.environ.get("RANK", "0")) == 0
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_locked(run_dir, config, dataset, main, progress, say)
+    except BaseException:
+        if created and main and not stage_files(run_dir):
+            _remove_empty_run(run_dir)  # a run that died before its first checkpoint leaves no directory behind
+        raise
+
+
+def _remove_empty_run(run_dir: Path) -> None:
+    """Remove what a failed first call wrote (``run.json``, the lock, empty TensorBoard files) and the directory."""
+    import shutil
+
+    for name in (RUN_FILE, LOCK_NAME):
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / name).unlink()
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()  # only if nothing else is left
+
+
+def _train_locked(
+    run_dir: Path, config: Any, dataset: Any, main: bool, progress: bool, say: Callable[[str], None]
+) -> dict[str, Any]:
+    from rankplug.training.loop import train
+
+    with lock_run(run_dir, command=f"train {config.method}") if main else contextlib.nullcontext(run_dir):
+        if (run_dir / RUN_FILE).is_file():
+            old = read_run_config(run_dir)
+            if old.replace(stages=config.stages) != config:
+                ours, theirs = config.to_dict(), old.to_dict()
+                differ = ", ".join(f"{k}: {theirs[k]!r} there, {ours[k]!r} now" for k in ours if ours[k] != theirs[k])
+                raise ValueError(f"{run_dir} holds a run with other settings ({differ}); pick another directory")
+        if main:
+            write_run_file(run_dir, config)
+        bar = _progress_bar(config, run_dir, progress and main, say)
+        try:
+            result = train(config, dataset=dataset, directory=run_dir, callback=bar, progress=False)
+        finally:
+            if bar is not None:
+                bar.close()
+        if main:
+            write_json(
+                run_dir / HISTORY_FILE, {k: v for k, v in result.items() if k not in ("generator", "discriminator")}
+            )
+    return result
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class _Bar:
+    """A tqdm bar over the generator steps, fed by the trainer's records."""
+
+    def __init__(self, total: int, initial: int, description: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, desc=description, unit="step", dynamic_ncols=True)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.bar.update(event["step"] - self.bar.n)
+        self.bar.set_postfix(stage=event["stage"], gap=f"{event['gap']:.3f}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress_bar(config: Any, run_dir: Path, enabled: bool, say: Callable[[str], None]) -> _Bar | None:
+    files = stage_files(run_dir)
+    total = config.stages * config.steps_per_stage
+    done = 0
+    if files:
+        from rankplug._checkpoint import safe_load
+
+        done = int(safe_load(files[-1][1]).get("generator_steps", 0))
+        status = "finished" if done >= total else "interrupted"
+        say(
+            f"[{config.method}] resuming the {status} run in {run_dir} from its last checkpoint ({done} of {total} steps)"
+        )
+    return _Bar(total, done, config.method) if enabled and done < total else None
+
+
 __all__ = [
+    "HISTORY_FILE",
     "LOCK_NAME",
+    "RUN_FILE",
     "RunDirectoryError",
     "RunLockedError",
+    "StageModels",
     "check_directory_argument",
     "holds_run_lock",
+    "load_stage_models",
     "lock_run",
     "read_json",
+    "read_run_config",
+    "stage_files",
+    "train_run",
+    "write_json",
 ]

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
+from rankplug import demo
 from rankplug.cli import main
-from rankplug.demo import job
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 QUICK_TRAIN = ["--stages", "2", "--steps-per-stage", "2", "--log-every", "1", "--batch-size", "8", "--no-progress"]
@@ -120,18 +119,17 @@ def test_bad_arguments_are_named(argv: list[str], message: str, capsys: pytest.C
 
 def test_missing_inputs_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--dir", str(tmp_path / "r"), "--data", "folder"]) == 2
-    assert "--data folder needs --data-root" in capsys.readouterr().err
+    assert "data 'folder' needs data_root" in capsys.readouterr().err
     assert main(["eval", str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
 
 
 def test_steps_per_stage_fit_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    images = torch.rand(64, 1, 16, 16) * 2 - 1
     messages: list[str] = []
-    steps, rate = job.choose_steps_per_stage(images, budget_seconds=60, stages=3, baseline=True, echo=messages.append)
+    steps, rate = demo.choose_steps_per_stage(budget_seconds=60, stages=3, baseline=True, echo=messages.append)
     assert rate > 0 and steps % 10 == 0 and 20 <= steps <= 300
     # 1 + 1.3 * 2 stage-1 equivalents for RankGAN plus 3 for the baseline
-    assert steps == max(20, min(300, int(60 * job.RATE_MARGIN * rate / (1 + 2 * job.STAGE_COST + 3)) // 10 * 10))
+    assert steps == max(20, min(300, int(60 * demo.RATE_MARGIN * rate / (1 + 2 * demo.STAGE_COST + 3)) // 10 * 10))
     assert "steps per stage fit 60 s" in messages[0]
 
 
@@ -140,7 +138,7 @@ def test_python_dash_m_rankplug_runs_the_command() -> None:
         [sys.executable, "-m", "rankplug", "--help"], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0
-    assert "{demo,train,eval,complete}" in result.stdout
+    assert "{demo,train,eval,complete,sample}" in result.stdout
 
 
 def test_conditional_demo_compares_both_heads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -154,7 +152,7 @@ def test_conditional_demo_compares_both_heads(tmp_path: Path, capsys: pytest.Cap
     report = (out / "report.md").read_text()
     assert "| aam |" in report and "| ce |" in report
     assert main(["demo", "--conditional", "--quick", "--dir", str(tmp_path), "--no-progress"]) == 0
-    assert "resuming the aam run" in capsys.readouterr().err
+    assert "resuming the finished run in" in capsys.readouterr().err
 
 
 def test_eval_with_missing_inception_weights_fails_before_writing(

@@ -19,7 +19,6 @@ import torch
 from rankplug import cli
 from rankplug._checkpoint import atomic_save, safe_load
 from rankplug.cli import main
-from rankplug.demo import job
 from rankplug.runs import LOCK_NAME, RunLockedError, lock_run
 
 QUICK_TRAIN = ["--stages", "2", "--steps-per-stage", "2", "--log-every", "1", "--batch-size", "8", "--no-progress"]
@@ -78,7 +77,7 @@ def test_a_poisoned_cifar_folder_named_by_run_json_runs_no_code(
 ) -> None:
     run = _copy(trained, tmp_path / "evil")
     spec = json.loads((run / "run.json").read_text())
-    spec.update(data="cifar10", data_root=str(tmp_path / "evil-data"))
+    spec["config"].update(data="cifar10", data_root=str(tmp_path / "evil-data"), size=32)
     (run / "run.json").write_text(json.dumps(spec))
     batches = tmp_path / "evil-data" / "cifar-10-batches-py"
     batches.mkdir(parents=True)
@@ -95,11 +94,11 @@ def test_a_poisoned_cifar_folder_named_by_run_json_runs_no_code(
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        ({"size": 4096}, "size must be one of 16, 32; got 4096"),
+        ({"size": 4096}, "size must be one of 8, 16, 32, 64, 128, 256; got 4096"),
         ({"batch_size": -3}, "batch_size must be an int in"),
         ({"method": "os.system"}, "method must be one of"),
         ({"margin": "1"}, "margin must be a real number; got str"),
-        ({"data_root": 7}, "data_root must be a non-empty path string or null"),
+        ({"data": "folder", "data_root": 7}, "data_root must be a non-empty path string; got 7"),
     ],
 )
 def test_run_json_settings_are_validated_before_use(
@@ -107,7 +106,8 @@ def test_run_json_settings_are_validated_before_use(
 ) -> None:
     run = _copy(trained, tmp_path / "run")
     spec = json.loads((run / "run.json").read_text())
-    (run / "run.json").write_text(json.dumps(dict(spec, **edit)))
+    spec["config"].update(edit)
+    (run / "run.json").write_text(json.dumps(spec))
     status, err = _run_cli(capsys, "eval", str(run), *QUICK_EVAL)
     assert status == 1
     assert f"{run / 'run.json'} is not a valid run file" in err and message in err
@@ -120,7 +120,7 @@ def test_edited_checkpoint_settings_are_refused_before_allocating(
     run = _copy(trained, tmp_path / "run")
     path = run / "models-stage1.pt"
     payload = safe_load(path)
-    payload["settings"]["width"] = 1_000_000
+    payload["config"]["width"] = 1_000_000
     atomic_save(payload, path)  # a valid file (checksum and all) whose settings were edited
     status, err = _run_cli(capsys, "eval", str(run), *QUICK_EVAL)
     assert status == 1
@@ -213,7 +213,8 @@ def test_eval_notices_checkpoints_of_another_run(trained: Path, tmp_path: Path, 
     # two trains that raced before the lock existed left one run's run.json beside the other's checkpoints
     run = _copy(trained, tmp_path / "run")
     spec = json.loads((run / "run.json").read_text())
-    (run / "run.json").write_text(json.dumps(dict(spec, seed=1)))
+    spec["config"]["seed"] = 1
+    (run / "run.json").write_text(json.dumps(spec))
     status, err = _run_cli(capsys, "eval", str(run), *QUICK_EVAL)
     assert status == 1
     assert "models-stage1.pt was written by another run than run.json describes (seed 0 there, 1 in run.json)" in err
@@ -256,7 +257,7 @@ def test_full_disk_is_one_line(tmp_path: Path, capsys, monkeypatch: pytest.Monke
     def no_space(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "run" / "models-stage1.pt"))
 
-    monkeypatch.setattr(sys.modules["rankplug.demo.train"], "atomic_save", no_space)
+    monkeypatch.setattr(sys.modules["rankplug.training.loop"], "atomic_save", no_space)
     status, err = _run_cli(capsys, "train", "--dir", str(tmp_path / "run"), *QUICK_TRAIN)
     assert status == 1
     assert "no space left on the device writing or reading" in err and "models-stage1.pt" in err
@@ -277,7 +278,10 @@ def test_directory_arguments(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyP
 
 def test_option_mistakes(tmp_path: Path, capsys) -> None:
     cases = [
-        (["train", "--dir", str(tmp_path / "r"), "--data-root", str(tmp_path)], "--data-root is for --data folder"),
+        (
+            ["train", "--dir", str(tmp_path / "r"), "--data-root", str(tmp_path)],
+            "data 'digits' is bundled and takes no data_root",
+        ),
         (["demo", "--budget", "inf", "--dir", str(tmp_path / "d")], "expected a finite positive number; got inf"),
         (["train", "--dir", str(tmp_path / "r"), "--device", "foo"], "device 'foo' is not a torch device"),
     ]
@@ -306,7 +310,7 @@ def test_ctrl_c_says_what_is_left(tmp_path: Path, capsys, monkeypatch: pytest.Mo
     def interrupt(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(job, "train", interrupt)
+    monkeypatch.setattr(sys.modules["rankplug.training.loop"], "train", interrupt)
     status, err = _run_cli(capsys, "train", "--dir", str(tmp_path / "r"), *QUICK_TRAIN)
     assert status == 130 and "interrupted before the first checkpoint; nothing to resume" in err
     monkeypatch.setattr(cli, "build_parser", interrupt)  # Ctrl-C while the command is still importing torch
@@ -341,7 +345,7 @@ def test_two_trains_started_together_one_is_refused_and_the_run_stays_whole(tmp_
     assert (first.returncode, second.returncode) == (0, 1), (first_err, second.stderr)
     assert f"{run} is in use by pid {first.pid}" in second.stderr
     assert "Traceback" not in first_err + second.stderr
-    assert json.loads((run / "run.json").read_text())["seed"] == 1
+    assert json.loads((run / "run.json").read_text())["config"]["seed"] == 1
     assert main(["eval", str(run), *QUICK_EVAL]) == 0  # checkpoints and run.json agree
 
 

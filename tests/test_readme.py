@@ -19,7 +19,7 @@ def readme_example(name: str) -> str:
 def test_stage_loop_example_runs_and_ranks_the_stages(tmp_path, monkeypatch):
     code = readme_example("stage-loop")
     body = [line for line in code.splitlines() if line.strip() and not line.startswith(("import", "from"))]
-    assert len(body) <= 30, len(body)
+    assert len(body) <= 32, len(body)  # 30 before the loop took its recipe from StageObjective (markers, judge)
     monkeypatch.chdir(tmp_path)
     script = tmp_path / "example.py"
     script.write_text(code)
@@ -69,7 +69,7 @@ def test_every_readme_command_parses():
     from rankplug.cli import build_parser
 
     commands = _readme_commands()
-    assert {c.split()[1] for c in commands} == {"demo", "train", "eval", "complete"}
+    assert {c.split()[1] for c in commands} == {"demo", "train", "eval", "complete", "sample"}
     parser = build_parser()
     for command in commands:
         parser.parse_args(shlex.split(command)[1:])  # exits with status 2 on an unknown option

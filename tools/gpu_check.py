@@ -68,13 +68,13 @@ def check_fp16_penalty(device: torch.device) -> dict[str, Any]:
 
 def check_training(device: torch.device, amp: bool) -> dict[str, Any]:
     """A short RankGAN run (2 stages) with autocast: fp16 + GradScaler on CUDA, bf16 on a CPU."""
-    from rankplug.data import load_digits
-    from rankplug.demo.train import train
+    from rankplug.data import DigitsDataset
+    from rankplug.training import TrainConfig, train
 
-    images = load_digits(16)[0][:256]
-    result = train(
-        "rankgan", images=images, stages=2, steps_per_stage=6, log_every=3, batch_size=16, device=device, amp=amp
+    config = TrainConfig(
+        method="rankgan", stages=2, steps_per_stage=6, log_every=3, batch_size=16, size=16, device=str(device), amp=amp
     )
+    result = train(config, dataset=DigitsDataset(16))
     gaps = [g for stage in result["stages"] for g in stage["gap"]]
     finite = all(torch.isfinite(torch.tensor(g)).item() for g in gaps)
     return {"ok": finite, "amp": amp, "gaps": gaps, "generator_steps": result["generator_steps"]}
