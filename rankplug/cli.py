@@ -270,19 +270,14 @@ def _demo(args: argparse.Namespace) -> int:
     if args.conditional:
         demo.run_conditional_demo(args.dir, seed=args.seed, quick=args.quick, progress=args.progress)
         return 0
-    demo.run_demo(
-        args.dir,
-        baseline=args.baseline,
-        size=args.size,
-        stages=args.stages,
-        steps_per_stage=args.steps_per_stage,
-        budget_seconds=args.budget,
-        seed=args.seed,
-        quick=args.quick,
-        inception_weights=args.inception_weights,
-        progress=args.progress,
-    )
+    options = _options(args, "baseline", "size", "stages", "steps_per_stage", "seed", "quick", "inception_weights")
+    demo.run_demo(args.dir, budget_seconds=args.budget, progress=args.progress, **options)
     return 0
+
+
+def _options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The parsed options ``names`` as keyword arguments of the same names."""
+    return {name: getattr(args, name) for name in names}
 
 
 def train_config(args: argparse.Namespace) -> Any:
@@ -341,15 +336,8 @@ def _eval(args: argparse.Namespace) -> int:
     _check_inception_weights(args.inception_weights)
     from rankplug.eval.runs import evaluate_run
 
-    results = evaluate_run(
-        args.run_dir,
-        completion_images=args.completion_images,
-        completion_steps=args.completion_steps,
-        fid_samples=args.fid_samples,
-        inception_weights=args.inception_weights,
-        progress=args.progress,
-        force=args.force,
-    )
+    names = ("completion_images", "completion_steps", "fid_samples", "inception_weights", "progress", "force")
+    results = evaluate_run(args.run_dir, **_options(args, *names))
     inception = any(entry.get("inception") for entry in results)
     extra = " Inception FID | IS |" if inception else ""
     print(f"| stage | generator steps | gap Γ (end) | digits-FID | completion PSNR (dB) | SSIM |{extra}")
@@ -373,12 +361,7 @@ def _complete(args: argparse.Namespace) -> int:
     from rankplug.eval.runs import complete_run
 
     table = complete_run(
-        args.run_dir,
-        images=args.images,
-        steps=args.steps,
-        coverages=args.coverages,
-        perceptual_weight=args.perceptual_weight,
-        progress=args.progress,
+        args.run_dir, **_options(args, "images", "steps", "coverages", "perceptual_weight", "progress")
     )
     print(table)
     return 0

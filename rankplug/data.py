@@ -407,7 +407,22 @@ class ImageFolderDataset(Dataset[tuple[Tensor, Tensor]]):
         )
 
 
-class CIFAR10Dataset(Dataset[tuple[Tensor, Tensor]]):
+class _InMemory(Dataset[tuple[Tensor, Tensor]]):
+    """A dataset whose images (``_images``) and labels (``_labels``) are tensors in memory, resized per item."""
+
+    _images: Tensor
+    _labels: Tensor
+
+    @property
+    def labels(self) -> Tensor:
+        """Every image's label, ``(N,)`` int64 (a copy)."""
+        return self._labels.clone()
+
+    def __len__(self) -> int:
+        return self._images.shape[0]
+
+
+class CIFAR10Dataset(_InMemory):
     """CIFAR-10 from the python folder on disk, held as uint8 and converted and resized one image per index.
 
     The batch files are read once, at construction, by :func:`read_cifar_batch` (which refuses a pickle that
@@ -450,14 +465,6 @@ class CIFAR10Dataset(Dataset[tuple[Tensor, Tensor]]):
         self._images = torch.cat([images for images, _ in batches])
         self._labels = torch.cat([labels for _, labels in batches])
 
-    @property
-    def labels(self) -> Tensor:
-        """Every image's label, ``(N,)`` int64 (a copy)."""
-        return self._labels.clone()
-
-    def __len__(self) -> int:
-        return self._images.shape[0]
-
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         position = _check_index(index, len(self))
         image = _resize(_to_unit_range(self._images[position : position + 1]), self.size)
@@ -468,7 +475,7 @@ class CIFAR10Dataset(Dataset[tuple[Tensor, Tensor]]):
         return f"{type(self).__name__}(size={self.size}, train={self.train}): {len(self)} {split} images"
 
 
-class DigitsDataset(Dataset[tuple[Tensor, Tensor]]):
+class DigitsDataset(_InMemory):
     """scikit-learn's bundled digits, at their native 8x8 or upscaled, one image per index.
 
     ``split`` picks the 1,347 training or 450 test digits of :func:`rankplug.eval.digits_split` (the split the
@@ -509,14 +516,6 @@ class DigitsDataset(Dataset[tuple[Tensor, Tensor]]):
                 self._images, self._labels = parts.train_images, parts.train_labels
             else:
                 self._images, self._labels = parts.test_images, parts.test_labels
-
-    @property
-    def labels(self) -> Tensor:
-        """Every digit's label, ``(N,)`` int64 (a copy)."""
-        return self._labels.clone()
-
-    def __len__(self) -> int:
-        return self._images.shape[0]
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         position = _check_index(index, len(self))

@@ -38,6 +38,8 @@ from rankplug.training.models import Discriminator, Encoder, Generator
 
 MODELS_NAME = "models-stage{stage}.pt"
 MODELS_FORMAT = "rankplug.training/1"
+#: The settings of a TrainConfig that are StageObjective's keywords of the same names.
+OBJECTIVE_SETTINGS = ("margin", "clamp_weight", "gp_weight", "alpha", "margin_norm", "disc_weight", "rank_weight")
 Callback = Callable[[dict[str, Any]], None]
 
 
@@ -191,16 +193,7 @@ class Trainer:
                 distributed.broadcast_parameters(module, context)
         self.num_classes = num_classes
         self.reals = RealBatches(dataset, config.batch_size, config.workers, context.device)
-        self.objective = StageObjective(
-            config.method,
-            margin=config.margin,
-            clamp_weight=config.clamp_weight,
-            gp_weight=config.gp_weight,
-            alpha=config.alpha,
-            margin_norm=config.margin_norm,
-            disc_weight=config.disc_weight,
-            rank_weight=config.rank_weight,
-        )
+        self.objective = StageObjective(config.method, **{name: getattr(config, name) for name in OBJECTIVE_SETTINGS})
         self.manager = StageManager(
             self.nets.G,
             self.nets.D,
