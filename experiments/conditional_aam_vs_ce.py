@@ -30,6 +30,7 @@ import torch
 
 from rankplug.eval.digits import digits_fid, gan_test, reference_classifier
 from rankplug.eval.runs import digits_metrics, generate, held_out_images
+from rankplug.report import mean_std
 from rankplug.runs import load_stage_models, stage_files, train_run
 from rankplug.training import TrainConfig
 
@@ -44,12 +45,6 @@ SOURCES = ("rankplug/training/loop.py", "rankplug/heads.py", "rankplug/functiona
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _mean_std(values: list[float], factor: float) -> str:
-    scaled = [v * factor for v in values]
-    std = statistics.stdev(scaled) if len(scaled) > 1 else 0.0
-    return f"{statistics.fmean(scaled):.2f} ± {std:.2f}"
 
 
 def run_head(head: str, seed: int, args: argparse.Namespace, cls_weight: float = 1.0) -> tuple[Any, dict[str, Any]]:
@@ -116,7 +111,7 @@ def table(per_seed: list[dict[str, Any]], reference: dict[str, float]) -> str:
         "| --- | ---: | ---: | ---: |",
     ]
     for head in per_seed[0]:
-        cells = [_mean_std([run[head][key] for run in per_seed], factor) for key, _, factor in METRICS]
+        cells = [mean_std([run[head][key] for run in per_seed], factor=factor) for key, _, factor in METRICS]
         lines.append(f"| {head} | " + " | ".join(cells) + " |")
     acc, fid = 100 * reference["classifier_accuracy"], reference["digits_fid"]
     lines.append(f"| real digits | {acc:.2f} (real training digits) | {acc:.2f} (held-out real digits) | {fid:.2f} |")

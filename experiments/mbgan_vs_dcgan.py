@@ -18,18 +18,12 @@ import statistics
 from pathlib import Path
 
 from rankplug.eval.runs import evaluate_run, generate
-from rankplug.report import machine_info, save_grid
+from rankplug.report import machine_info, mean_std, save_grid
 from rankplug.runs import load_stage_models, train_run
 from rankplug.training import TrainConfig
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("dcgan", "mbgan")
-
-
-def mean_std(values: list[float], digits: int = 2) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def main() -> None:
@@ -52,7 +46,9 @@ def main() -> None:
             runs[method][seed] = entry
             if seed == args.seeds[0]:
                 models = load_stage_models(run_dir / "models-stage1.pt")
-                save_grid(generate(models, 64, 1234), HERE / "results" / f"mbgan_vs_dcgan_{method}_seed{seed}.png")
+                save_grid(
+                    generate(models, 64, 1234), Path(args.output).parent / f"mbgan_vs_dcgan_{method}_seed{seed}.png"
+                )
             print(f"{method} seed {seed}: digits-FID {entry['digits_fid']:.2f} ({seconds:.0f} s)", flush=True)
     lines = [
         "| method | generator steps | digits-FID ↓ | completion PSNR (dB) ↑ | SSIM ↑ |",

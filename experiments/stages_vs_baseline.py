@@ -16,15 +16,9 @@ import statistics
 from pathlib import Path
 
 from rankplug.demo import run_demo
-from rankplug.report import machine_info
+from rankplug.report import machine_info, mean_std
 
 HERE = Path(__file__).resolve().parent
-
-
-def mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def main() -> None:

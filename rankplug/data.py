@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Subset
 
@@ -67,7 +67,7 @@ def _check_channels(channels: object) -> int:
 def _resize(images: Tensor, size: int) -> Tensor:
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return nnf.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 def load_digits(size: int = 16) -> tuple[Tensor, Tensor]:

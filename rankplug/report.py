@@ -124,4 +124,19 @@ def mean(values: Any) -> float:
     return float(sum(values) / len(values))
 
 
-__all__ = ["fmt", "gap_summary", "machine_info", "mean", "plot_score_ladder", "save_grid"]
+def mean_std(values: Any, digits: int = 2, *, factor: float = 1.0) -> str:
+    """``"mean ± sample std"`` of ``values`` scaled by ``factor``, or the single value when there is one.
+
+    Example:
+        >>> mean_std([1.0, 2.0, 3.0])
+        '2.00 ± 1.00'
+    """
+    import statistics
+
+    scaled = [float(v) * factor for v in values]
+    if len(scaled) == 1:
+        return f"{scaled[0]:.{digits}f}"
+    return f"{statistics.fmean(scaled):.{digits}f} ± {statistics.stdev(scaled):.{digits}f}"
+
+
+__all__ = ["fmt", "gap_summary", "machine_info", "mean", "mean_std", "plot_score_ladder", "save_grid"]

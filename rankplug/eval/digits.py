@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from rankplug._checkpoint import CheckpointError, atomic_save, safe_load
@@ -120,7 +120,7 @@ class DigitsClassifier(nn.Module):
         """Penultimate-layer features ``(N, 64)`` of ``(N, 1, S, S)`` images."""
         images = _check_images(images, "images")
         if images.shape[-1] != INPUT_SIZE:
-            images = F.interpolate(images, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", antialias=True)
+            images = nnf.interpolate(images, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", antialias=True)
         return self.fc(self.conv(images))
 
     def forward(self, images: Tensor) -> Tensor:
@@ -194,7 +194,7 @@ def train_classifier(
         order = torch.randperm(n, generator=generator).to(images.device)
         for start in range(0, n, batch_size):
             index = order[start : start + batch_size]
-            loss = F.cross_entropy(classifier(images[index]), labels[index])
+            loss = nnf.cross_entropy(classifier(images[index]), labels[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
