@@ -231,9 +231,8 @@ def load_stage_models(path: str | os.PathLike[str], *, config: Any = None, devic
         stage, steps = int(payload["stage"]), int(payload["generator_steps"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path} is not a valid rankplug stage checkpoint: {error}") from error
-    if config is not None and saved.replace(stages=config.stages) != config:
-        ours, theirs = config.to_dict(), saved.to_dict()
-        differ = ", ".join(f"{k} {theirs[k]!r} there, {ours[k]!r} in {RUN_FILE}" for k in ours if ours[k] != theirs[k])
+    differ = "" if config is None else config.differences(saved, here=f"in {RUN_FILE}")
+    if differ:
         raise RunDirectoryError(f"{path} was written by another run than {RUN_FILE} describes ({differ})")
     for module in (G, D, E, ema):
         if module is not None:
@@ -311,10 +310,8 @@ def _train_locked(
 
     with lock_run(run_dir, command=f"train {config.method}") if main else contextlib.nullcontext(run_dir):
         if (run_dir / RUN_FILE).is_file():
-            old = read_run_config(run_dir)
-            if old.replace(stages=config.stages) != config:
-                ours, theirs = config.to_dict(), old.to_dict()
-                differ = ", ".join(f"{k}: {theirs[k]!r} there, {ours[k]!r} now" for k in ours if ours[k] != theirs[k])
+            differ = config.differences(read_run_config(run_dir))
+            if differ:
                 raise ValueError(f"{run_dir} holds a run with other settings ({differ}); pick another directory")
         if main:
             write_run_file(run_dir, config)

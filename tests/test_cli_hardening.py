@@ -156,7 +156,7 @@ def test_a_refused_resume_leaves_the_run_as_it_was(trained: Path, tmp_path: Path
     run = _copy(trained, tmp_path / "run")
     before = _snapshot(run)
     status, err = _run_cli(capsys, "train", "--dir", str(run), "--method", "wgan-gp", *QUICK_TRAIN, "--seed", "5")
-    assert status == 2 and "holds a run with other settings (seed: 0 there, 5 now)" in err
+    assert status == 2 and "holds a run with other settings (seed 0 there, 5 now)" in err
     after = _snapshot(run)
     before.pop(LOCK_NAME), after.pop(LOCK_NAME)  # the lock file records who held it last
     assert after == before

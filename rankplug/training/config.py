@@ -159,6 +159,14 @@ class TrainConfig:
         """A copy with ``changes`` (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def differences(self, other: TrainConfig, *, here: str = "now", there: str = "there") -> str:
+        """The settings in which ``other`` differs from this config, except ``stages`` (a run may grow), as text:
+        ``"seed 0 there, 1 now, ..."``; empty when they agree. A run directory refuses a resume with other settings."""
+        ours, theirs = self.to_dict(), other.to_dict()
+        return ", ".join(
+            f"{k} {theirs[k]!r} {there}, {ours[k]!r} {here}" for k in ours if k != "stages" and ours[k] != theirs[k]
+        )
+
     @property
     def betas(self) -> tuple[float, float]:
         return (self.beta1, self.beta2)

@@ -113,9 +113,9 @@ class RunInfo:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved = TrainConfig.from_dict(state["config"])
-        if saved.replace(stages=self.config.stages) != self.config:
-            raise ValueError(f"the checkpoint was written with other settings: {saved} (this run: {self.config})")
+        differ = self.config.differences(TrainConfig.from_dict(state["config"]), there="in the checkpoint")
+        if differ:
+            raise ValueError(f"the checkpoint was written with other settings ({differ})")
         self.generator_steps = int(state["generator_steps"])
         self.wall_time = float(state["wall_time"])
         self.markers_used = {k: [float(x) for x in v] for k, v in state["markers_used"].items()}
