@@ -6,7 +6,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -17,18 +16,10 @@ from typing import Any
 
 import torch
 
+from rankplug import report
+
+cpu_model = report.cpu_model
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` is often empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_average() -> list[float]:
@@ -39,21 +30,13 @@ def load_average() -> list[float]:
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
-    """Everything that decides what a timing means: CPU, cores, torch, device, threads, load, date."""
-    info: dict[str, Any] = {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_start": load_average(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
+    """Everything that decides what a timing means (:func:`rankplug.report.machine_info`), with the load at the start."""
+    info = report.machine_info(device)
+    info["date_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    info["cpu_cores"] = info["cpu_count"]
+    info["load_average_start"] = load_average()
+    if "cuda_version" in info:
+        info["cuda"] = info["cuda_version"]
     return info
 
 

@@ -16,25 +16,46 @@ import torch
 from torch import Tensor
 
 
-def machine_info() -> dict[str, Any]:
-    """Python, torch, CPU count, torch threads and load average: recorded with every result."""
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` is often empty on Linux)."""
     try:
-        import os
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
-        load = list(os.getloadavg())
-        cpus = os.cpu_count()
+
+def machine_info(device: str | torch.device | None = None) -> dict[str, Any]:
+    """What decides what a result or a timing means: Python, torch, CPU, cores, threads, load, GPU, date.
+
+    Recorded with every result (runs, the demo, experiments, benchmarks); ``device`` adds its name and, for a
+    CUDA device, the GPU and the CUDA version.
+    """
+    import os
+
+    try:
+        load: list[float] | None = [round(v, 2) for v in os.getloadavg()]
     except (AttributeError, OSError):
-        load, cpus = None, None
-    return {
+        load = None
+    info: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
-        "cpu_count": cpus,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_average": load,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+    if device is not None:
+        parsed = torch.device(device)
+        info["device"] = str(parsed)
+        if parsed.type == "cuda":
+            info["gpu"], info["cuda_version"] = torch.cuda.get_device_name(parsed), torch.version.cuda
+    return info
 
 
 def save_grid(images: Tensor, path: str | Path, *, nrow: int = 8, scale: int = 3) -> Path:
@@ -139,4 +160,4 @@ def mean_std(values: Any, digits: int = 2, *, factor: float = 1.0) -> str:
     return f"{statistics.fmean(scaled):.{digits}f} ± {statistics.stdev(scaled):.{digits}f}"
 
 
-__all__ = ["fmt", "gap_summary", "machine_info", "mean", "mean_std", "plot_score_ladder", "save_grid"]
+__all__ = ["cpu_model", "fmt", "gap_summary", "machine_info", "mean", "mean_std", "plot_score_ladder", "save_grid"]

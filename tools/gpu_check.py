@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import rankplug  # noqa: E402
 from rankplug import functional as F  # noqa: E402
+from rankplug.report import machine_info  # noqa: E402
 
 
 def _critic(channels: int = 3) -> nn.Module:
@@ -192,7 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("gpu_check: CUDA is not available here; run it on a GPU machine, or pass --device cpu", file=sys.stderr)
         return 2
-    cuda = device.type == "cuda"
     checks: dict[str, Callable[[], dict[str, Any]]] = {
         "fp16_autocast_gradient_penalty": lambda: check_fp16_penalty(device),
         "amp_training": lambda: check_training(device, amp=True),
@@ -205,11 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results = {name: _run(name, check) for name, check in checks.items()}
     record = {
-        "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine_info(device),
         "seconds": time.perf_counter() - started,
         "ok": all(r["ok"] for r in results.values()),
         "checks": results,
