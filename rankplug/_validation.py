@@ -141,6 +141,20 @@ def check_same_batch(**tensors: Tensor) -> int:
     return n
 
 
+def paired_scores(**scores: object) -> tuple[Tensor, ...]:
+    """Validate score tensors that pair sample by sample and return each one per sample, in the given order.
+
+    Each is checked by :func:`per_sample_scores` in turn (so ``(N,)``, in the computation dtype), then the batch
+    sizes and the devices are compared, so an error names the first argument at fault, as the losses document.
+    Pass the tensors by their argument names, real before fake, current before previous:
+    ``real, fake = paired_scores(real_scores=real_scores, fake_scores=fake_scores)``.
+    """
+    tensors = {name: per_sample_scores(value, name) for name, value in scores.items()}
+    check_same_batch(**tensors)
+    check_same_device(**tensors)
+    return tuple(tensors.values())
+
+
 def check_real(value: object, name: str) -> float:
     """Raise ``TypeError`` unless ``value`` is a real Python number (or a one-element tensor)."""
     if isinstance(value, Tensor):

@@ -1,9 +1,11 @@
-"""Heads: the learnable last layers of a discriminator. A head returns embeddings or logits; its loss
-methods are thin calls into :mod:`rankplug.functional`."""
+"""Heads: the learnable last layers of a discriminator. A head returns embeddings or logits; it holds its loss
+module (``head.criterion``), whose settings are the head's, and its loss methods are thin calls."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +26,7 @@ from rankplug._validation import (
 )
 from rankplug.functional.angular import check_angular_margin, scaled_cosine_margin_logits, scaled_cosine_margin_loss
 from rankplug.functional.metric import MARGIN_NORMS
+from rankplug.losses import AdditiveAngularMarginLoss, TripletMetricDiscriminatorLoss, TripletMetricGeneratorLoss
 
 # torch.nn.functional.normalize's floor on a norm, used where the head divides by the feature norm itself.
 _NORM_EPS = 1e-12
@@ -32,6 +35,24 @@ _NORM_EPS = 1e-12
 DEFAULT_AAM_SCALE = 16.0
 #: Default ``m`` (radians) of :class:`AAMAuxClassifier`; see ``docs/aam_defaults.md``.
 DEFAULT_AAM_MARGIN = 0.3
+
+
+def _loss_setting(name: str, check: Callable[[Any], Any], doc: str, *losses: str) -> Any:
+    """A head's setting that lives on the loss module(s) it holds, read from ``head.criterion``.
+
+    Setting it runs ``check`` (the check, and so the message, of the loss's constructor; loss modules check
+    only there) and writes the result to every held loss named in ``losses`` (default: ``criterion``).
+    """
+
+    def get(head: nn.Module) -> Any:
+        return getattr(head.criterion, name)
+
+    def set_(head: nn.Module, value: Any) -> None:
+        checked = check(value)
+        for loss in losses or ("criterion",):
+            setattr(getattr(head, loss), name, checked)
+
+    return property(get, set_, doc=doc)
 
 
 class TripletMetricDiscriminatorHead(nn.Module):
@@ -93,19 +114,26 @@ class TripletMetricDiscriminatorHead(nn.Module):
         super().__init__()
         self.in_features = check_positive_int(in_features, "in_features")
         self.embed_dim = check_positive_int(embed_dim, "embed_dim")
-        self.alpha = check_nonnegative(alpha, "alpha")
-        self.margin_norm = check_choice(margin_norm, "margin_norm", MARGIN_NORMS)
-        self.reduction = reduction
+        # The head holds its losses, which own its settings; they have no parameters, so no state_dict keys.
+        self.criterion = TripletMetricDiscriminatorLoss(alpha=alpha, margin_norm=margin_norm, reduction=reduction)
+        self.generator_criterion = TripletMetricGeneratorLoss(reduction=reduction)
         self.embed = nn.Linear(self.in_features, self.embed_dim)
 
-    @property
-    def reduction(self) -> Reduction:
-        """``"mean"`` | ``"sum"`` | ``"none"``; validated when set, also after construction."""
-        return self._reduction
-
-    @reduction.setter
-    def reduction(self, value: Reduction) -> None:
-        self._reduction: Reduction = check_reduction(value)
+    alpha = _loss_setting(
+        "alpha", lambda value: check_nonnegative(value, "alpha"), "The margin weight ``alpha >= 0``; checked when set."
+    )
+    margin_norm = _loss_setting(
+        "margin_norm",
+        lambda value: check_choice(value, "margin_norm", MARGIN_NORMS),
+        '``"mean"`` | ``"sum"``, the L1 normalisation of the margin; checked when set.',
+    )
+    reduction = _loss_setting(
+        "reduction",
+        check_reduction,
+        '``"mean"`` | ``"sum"`` | ``"none"`` for both losses; validated when set, also after construction.',
+        "criterion",
+        "generator_criterion",
+    )
 
     def forward(self, features: Tensor) -> Tensor:
         flat = flat_features(features, "features", self.in_features)
@@ -125,21 +153,14 @@ class TripletMetricDiscriminatorHead(nn.Module):
         positive_images: Tensor,
         fake_images: Tensor,
     ) -> Tensor:
-        """MBGAN Eq. 1 with the detached margin of Eq. 4; see :func:`rankplug.functional.triplet_metric_discriminator_loss`."""
-        return F.triplet_metric_discriminator_loss(
-            anchor_emb,
-            positive_emb,
-            fake_emb,
-            positive_images=positive_images,
-            fake_images=fake_images,
-            alpha=self.alpha,
-            margin_norm=self.margin_norm,
-            reduction=self.reduction,
+        """MBGAN Eq. 1 with the detached margin of Eq. 4: :attr:`criterion`, a :class:`rankplug.TripletMetricDiscriminatorLoss`."""
+        return self.criterion(
+            anchor_emb, positive_emb, fake_emb, positive_images=positive_images, fake_images=fake_images
         )
 
     def generator_loss(self, positive_emb: Tensor, fake_emb: Tensor) -> Tensor:
-        """MBGAN Eq. 2; see :func:`rankplug.functional.triplet_metric_generator_loss`."""
-        return F.triplet_metric_generator_loss(positive_emb, fake_emb, reduction=self.reduction)
+        """MBGAN Eq. 2: :attr:`generator_criterion`, a :class:`rankplug.TripletMetricGeneratorLoss`."""
+        return self.generator_criterion(positive_emb, fake_emb)
 
     def extra_repr(self) -> str:
         return (
@@ -227,10 +248,11 @@ class AAMAuxClassifier(nn.Module):
         super().__init__()
         self.in_features = check_positive_int(in_features, "in_features")
         self.num_classes = check_positive_int(num_classes, "num_classes")
-        self.scale = scale
-        self.margin = margin
-        self.multi_label = bool(multi_label)
-        self.reduction = reduction
+        # The head holds its loss, which owns the settings (no parameters, so no state_dict keys). Its forward
+        # takes cosines, :meth:`cosine`; :meth:`loss` takes this head's logits ``s cos(theta)`` directly.
+        self.criterion = AdditiveAngularMarginLoss(
+            scale=scale, margin=margin, multi_label=multi_label, reduction=reduction
+        )
         if weight is None:
             weight = nn.Parameter(torch.empty(self.num_classes, self.in_features))
             nn.init.xavier_uniform_(weight)
@@ -245,32 +267,23 @@ class AAMAuxClassifier(nn.Module):
                 )
         self.weight = weight
 
-    @property
-    def scale(self) -> float:
-        """``s > 0``; validated when set, so a schedule that changes it cannot slip in a bad value."""
-        return self._scale
-
-    @scale.setter
-    def scale(self, value: float) -> None:
-        self._scale = check_positive(value, "scale")
-
-    @property
-    def margin(self) -> float:
-        """``m`` in radians, in ``[0, pi/2)``; validated when set (e.g. by a margin warm-up)."""
-        return self._margin
-
-    @margin.setter
-    def margin(self, value: float) -> None:
-        self._margin = check_angular_margin(value)
-
-    @property
-    def reduction(self) -> Reduction:
-        """``"mean"`` | ``"sum"`` | ``"none"`` for :meth:`loss`; validated when set, also after construction."""
-        return self._reduction
-
-    @reduction.setter
-    def reduction(self, value: Reduction) -> None:
-        self._reduction: Reduction = check_reduction(value)
+    # Set these on the head, which checks them: :meth:`loss` trusts them.
+    scale = _loss_setting(
+        "scale",
+        lambda value: check_positive(value, "scale"),
+        "``s > 0``; validated when set, so a schedule that changes it cannot slip in a bad value.",
+    )
+    margin = _loss_setting(
+        "margin",
+        check_angular_margin,
+        "``m`` in radians, in ``[0, pi/2)``; validated when set (e.g. by a margin warm-up).",
+    )
+    multi_label = _loss_setting("multi_label", bool, "Multi-hot attribute targets instead of one class per sample.")
+    reduction = _loss_setting(
+        "reduction",
+        check_reduction,
+        '``"mean"`` | ``"sum"`` | ``"none"`` for :meth:`loss`; validated when set, also after construction.',
+    )
 
     @classmethod
     def from_conv(

@@ -34,7 +34,27 @@ from rankplug.functional.metric import MARGIN_NORMS
 from rankplug.functional.penalty import OutputSelector
 
 
-class HingeMarginLoss(nn.Module):
+class _PairwiseMarginLoss(nn.Module):
+    """A stage-1 critic loss of paired real and fake scores with a margin, whose generator uses the WGAN loss.
+
+    The settings, the generator loss and the repr shared by :class:`HingeMarginLoss` and
+    :class:`SymmetricHingeLoss`; each subclass's ``forward`` is one call to its function.
+    """
+
+    def __init__(self, *, margin: float = 1.0, reduction: Reduction = "mean") -> None:
+        super().__init__()
+        self.margin = check_nonnegative(margin, "margin")
+        self.reduction: Reduction = check_reduction(reduction)
+
+    def generator_loss(self, fake_scores: Tensor) -> Tensor:
+        """The WGAN generator loss ``-D(G(z))`` (GoGAN Sec. 3.2); see :func:`rankplug.functional.wgan_generator_loss`."""
+        return F.wgan_generator_loss(fake_scores, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, reduction={self.reduction!r}"
+
+
+class HingeMarginLoss(_PairwiseMarginLoss):
     r"""Pairwise margin loss of the critic: MarginGAN, RankGAN Eq. 3, GoGAN Eq. 2 (MATH §1).
 
     .. math::
@@ -66,23 +86,11 @@ class HingeMarginLoss(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, *, margin: float = 1.0, reduction: Reduction = "mean") -> None:
-        super().__init__()
-        self.margin = check_nonnegative(margin, "margin")
-        self.reduction: Reduction = check_reduction(reduction)
-
     def forward(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
         return F.hinge_margin_loss(real_scores, fake_scores, margin=self.margin, reduction=self.reduction)
 
-    def generator_loss(self, fake_scores: Tensor) -> Tensor:
-        """The WGAN generator loss ``-D(G(z))`` (GoGAN Sec. 3.2); see :func:`rankplug.functional.wgan_generator_loss`."""
-        return F.wgan_generator_loss(fake_scores, reduction=self.reduction)
 
-    def extra_repr(self) -> str:
-        return f"margin={self.margin}, reduction={self.reduction!r}"
-
-
-class SymmetricHingeLoss(nn.Module):
+class SymmetricHingeLoss(_PairwiseMarginLoss):
     r"""The RankGAN authors' separable stage-1 critic loss, the "symmetric hinge" (MATH §1).
 
     .. math::
@@ -106,20 +114,8 @@ class SymmetricHingeLoss(nn.Module):
         >>> loss.backward()
     """
 
-    def __init__(self, *, margin: float = 1.0, reduction: Reduction = "mean") -> None:
-        super().__init__()
-        self.margin = check_nonnegative(margin, "margin")
-        self.reduction: Reduction = check_reduction(reduction)
-
     def forward(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
         return F.symmetric_hinge_loss(real_scores, fake_scores, margin=self.margin, reduction=self.reduction)
-
-    def generator_loss(self, fake_scores: Tensor) -> Tensor:
-        """The WGAN generator loss ``-D(G(z))``."""
-        return F.wgan_generator_loss(fake_scores, reduction=self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"margin={self.margin}, reduction={self.reduction!r}"
 
 
 class StageRankLoss(nn.Module):
@@ -277,7 +273,8 @@ class GoGANRankLoss(nn.Module):
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
 
     Shape:
-        - real_scores, fake_scores, prev_fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
+        - real_scores, fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
+        - prev_fake_scores: the same shapes and ``N``, with ``requires_grad=False`` (frozen ``D_i``).
         - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
           so float32 for float16/bfloat16 input.
 
@@ -291,12 +288,7 @@ class GoGANRankLoss(nn.Module):
     """
 
     def __init__(
-        self,
-        *,
-        margin: float = 1.0,
-        disc_weight: float = 1.0,
-        rank_weight: float = 1.0,
-        reduction: Reduction = "mean",
+        self, *, margin: float = 1.0, disc_weight: float = 1.0, rank_weight: float = 1.0, reduction: Reduction = "mean"
     ) -> None:
         super().__init__()
         self.margin = check_nonnegative(margin, "margin")

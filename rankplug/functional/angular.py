@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -206,8 +206,8 @@ class _TargetMarginCrossEntropy(torch.autograd.Function):
 
 def _per_sample_loss(logits: Tensor, targets: Tensor, multi_label: bool) -> Tensor:
     if multi_label:
-        return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none").sum(dim=1)
-    return F.cross_entropy(logits, targets, reduction="none")
+        return nnf.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none").sum(dim=1)
+    return nnf.cross_entropy(logits, targets, reduction="none")
 
 
 def scaled_cosine_margin_loss(

@@ -8,20 +8,15 @@ from rankplug._validation import (
     Reduction,
     check_nonnegative,
     check_reduction,
-    check_same_batch,
-    check_same_device,
     hinge,
+    paired_scores,
     per_sample_scores,
     reduce,
 )
 
 
 def hinge_margin_loss(
-    real_scores: Tensor,
-    fake_scores: Tensor,
-    *,
-    margin: float = 1.0,
-    reduction: Reduction = "mean",
+    real_scores: Tensor, fake_scores: Tensor, *, margin: float = 1.0, reduction: Reduction = "mean"
 ) -> Tensor:
     r"""Pairwise margin loss of the critic, RankGAN Eq. 3 / GoGAN Eq. 2. Full docs: :class:`rankplug.HingeMarginLoss`.
 
@@ -31,14 +26,10 @@ def hinge_margin_loss(
     Args:
         real_scores: critic scores on real samples ``D(x)``; higher means more real.
         fake_scores: critic scores on generated samples ``D(G(z))``, paired with ``real_scores``.
-        margin: the margin ``epsilon >= 0``, in score units.
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        margin, reduction: the settings of :class:`rankplug.HingeMarginLoss`.
 
     Shape:
-        - real_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)`` (a map is averaged per sample).
-        - fake_scores: same batch size ``N`` as ``real_scores``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
-          so float32 for float16/bfloat16 input.
+        As for :class:`rankplug.HingeMarginLoss`. Output: scalar, or ``(N,)`` with ``reduction="none"``.
 
     Example:
         >>> real = torch.tensor([2.0, 0.5], requires_grad=True)
@@ -52,35 +43,22 @@ def hinge_margin_loss(
     """
     margin = check_nonnegative(margin, "margin")
     reduction = check_reduction(reduction)
-    real = per_sample_scores(real_scores, "real_scores")
-    fake = per_sample_scores(fake_scores, "fake_scores")
-    check_same_batch(real_scores=real, fake_scores=fake)
-    check_same_device(real_scores=real, fake_scores=fake)
+    real, fake = paired_scores(real_scores=real_scores, fake_scores=fake_scores)
     return reduce(hinge(fake + margin - real), reduction)
 
 
 def symmetric_hinge_loss(
-    real_scores: Tensor,
-    fake_scores: Tensor,
-    *,
-    margin: float = 1.0,
-    reduction: Reduction = "mean",
+    real_scores: Tensor, fake_scores: Tensor, *, margin: float = 1.0, reduction: Reduction = "mean"
 ) -> Tensor:
     r"""The RankGAN authors' separable stage-1 critic loss (MATH §1). Full docs: :class:`rankplug.SymmetricHingeLoss`.
 
     .. math::
         \ell_k = \tfrac12 \big( [\, m - D(x_k) \,]_+ + [\, m + D(G(z_k)) \,]_+ \big)
 
-    Args:
-        real_scores: critic scores on real samples.
-        fake_scores: critic scores on generated samples.
-        margin: ``m >= 0``, in score units.
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+    Arguments as for :func:`hinge_margin_loss`; the settings are those of :class:`rankplug.SymmetricHingeLoss`.
 
     Shape:
-        - real_scores, fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
-          so float32 for float16/bfloat16 input.
+        As for :class:`rankplug.SymmetricHingeLoss`. Output: scalar, or ``(N,)`` with ``reduction="none"``.
 
     Example:
         >>> real = torch.tensor([2.0, 0.5], requires_grad=True)
@@ -92,10 +70,7 @@ def symmetric_hinge_loss(
     """
     margin = check_nonnegative(margin, "margin")
     reduction = check_reduction(reduction)
-    real = per_sample_scores(real_scores, "real_scores")
-    fake = per_sample_scores(fake_scores, "fake_scores")
-    check_same_batch(real_scores=real, fake_scores=fake)
-    check_same_device(real_scores=real, fake_scores=fake)
+    real, fake = paired_scores(real_scores=real_scores, fake_scores=fake_scores)
     return reduce(0.5 * (hinge(margin - real) + hinge(margin + fake)), reduction)
 
 
@@ -117,11 +92,9 @@ def wgan_generator_loss(fake_scores: Tensor, *, reduction: Reduction = "mean") -
     Example:
         >>> fake = torch.tensor([0.5, -1.5], requires_grad=True)
         >>> loss = wgan_generator_loss(fake)
-        >>> loss
-        tensor(0.5000, grad_fn=<MeanBackward0>)
         >>> loss.backward()
-        >>> fake.grad
-        tensor([-0.5000, -0.5000])
+        >>> loss.item(), fake.grad.tolist()  # -mean D(G(z)) and -1/N per sample
+        (0.5, [-0.5, -0.5])
     """
     reduction = check_reduction(reduction)
     fake = per_sample_scores(fake_scores, "fake_scores")

@@ -33,7 +33,9 @@ def _embeddings(value: Tensor, name: str) -> Tensor:
     return tensor
 
 
-def _check_embedding_dims(**tensors: Tensor) -> None:
+def _paired_embeddings(**embeddings: Tensor) -> tuple[Tensor, ...]:
+    # Each checked as (N, K) in turn, then their sizes K compared; batch sizes and devices are the caller's.
+    tensors = {name: _embeddings(value, name) for name, value in embeddings.items()}
     names = list(tensors)
     k = tensors[names[0]].shape[1]
     for name in names[1:]:
@@ -41,6 +43,7 @@ def _check_embedding_dims(**tensors: Tensor) -> None:
             raise ValueError(
                 f"{name} has embedding size {tensors[name].shape[1]} but {names[0]} has {k}; expected equal sizes"
             )
+    return tuple(tensors.values())
 
 
 def _distance(first: Tensor, second: Tensor) -> Tensor:
@@ -193,10 +196,7 @@ def triplet_metric_discriminator_loss(
         >>> loss.backward()
     """
     reduction = check_reduction(reduction)
-    anchor = _embeddings(anchor_emb, "anchor_emb")
-    positive = _embeddings(positive_emb, "positive_emb")
-    fake = _embeddings(fake_emb, "fake_emb")
-    _check_embedding_dims(anchor_emb=anchor, positive_emb=positive, fake_emb=fake)
+    anchor, positive, fake = _paired_embeddings(anchor_emb=anchor_emb, positive_emb=positive_emb, fake_emb=fake_emb)
     margin = data_dependent_margin(positive_images, fake_images, alpha=alpha, margin_norm=margin_norm)
     check_same_batch(anchor_emb=anchor, positive_emb=positive, fake_emb=fake, positive_images=positive_images)
     check_same_device(anchor_emb=anchor, positive_emb=positive, fake_emb=fake, positive_images=positive_images)
@@ -210,22 +210,18 @@ def triplet_metric_generator_loss(
     *,
     reduction: Reduction = "mean",
 ) -> Tensor:
-    r"""MBGAN's generator loss, Eq. 2. See :class:`rankplug.TripletMetricDiscriminatorHead`.
+    r"""MBGAN's generator loss, Eq. 2. Full docs: :class:`rankplug.TripletMetricGeneratorLoss`.
 
     .. math::
         \ell_k = d(x_{j,k}, G(z_k)) = \lVert D(x_{j,k}) - D(G(z_k)) \rVert_2
 
-    The distance has a finite (zero) gradient where the two embeddings coincide.
-
     Args:
         positive_emb: ``D(x_j)``, embeddings of real samples.
         fake_emb: ``D(G(z))``, with a gradient into ``G``.
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        reduction: the setting of :class:`rankplug.TripletMetricGeneratorLoss`.
 
     Shape:
-        - positive_emb, fake_emb: ``(N, K)``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
-          so float32 for float16/bfloat16 input.
+        As for :class:`rankplug.TripletMetricGeneratorLoss`. Output: scalar, or ``(N,)`` with ``reduction="none"``.
 
     Example:
         >>> positive = torch.tensor([[0.0, 0.0]])
@@ -238,9 +234,7 @@ def triplet_metric_generator_loss(
         tensor([[0.6000, 0.8000]])
     """
     reduction = check_reduction(reduction)
-    positive = _embeddings(positive_emb, "positive_emb")
-    fake = _embeddings(fake_emb, "fake_emb")
-    _check_embedding_dims(positive_emb=positive, fake_emb=fake)
+    positive, fake = _paired_embeddings(positive_emb=positive_emb, fake_emb=fake_emb)
     check_same_batch(positive_emb=positive, fake_emb=fake)
     check_same_device(positive_emb=positive, fake_emb=fake)
     return reduce(_distance(positive, fake), reduction)

@@ -18,10 +18,8 @@ from rankplug._validation import (
     check_markers,
     check_nonnegative,
     check_reduction,
-    check_same_batch,
-    check_same_device,
     hinge,
-    per_sample_scores,
+    paired_scores,
     reduce,
 )
 
@@ -60,14 +58,10 @@ def clamp_penalty(
     Args:
         real_scores: the **current** critic ``D_i`` on real samples.
         prev_fake_scores: the **current** critic ``D_i`` on the previous generator's samples ``G_{i-1}(z)``.
-        m_high: marker ``E[D_{i-1}(x)]`` computed once at the start of the stage (a constant, no gradient).
-        m_low: marker ``E[D_{i-1}(G_{i-1}(z))]``; must satisfy ``m_low <= m_high``.
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        m_high, m_low, reduction: the settings of :class:`rankplug.StageRankLoss`; the markers are constants.
 
     Shape:
-        - real_scores, prev_fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
-          so float32 for float16/bfloat16 input.
+        As for :class:`rankplug.StageRankLoss`, without ``fake_scores``. Output: scalar, or ``(N,)``.
 
     Example:
         >>> real = torch.tensor([0.5, 2.0], requires_grad=True)
@@ -79,10 +73,7 @@ def clamp_penalty(
     """
     high, low = _markers(m_high, m_low)
     reduction = check_reduction(reduction)
-    real = per_sample_scores(real_scores, "real_scores")
-    prev_fake = per_sample_scores(prev_fake_scores, "prev_fake_scores")
-    check_same_batch(real_scores=real, prev_fake_scores=prev_fake)
-    check_same_device(real_scores=real, prev_fake_scores=prev_fake)
+    real, prev_fake = paired_scores(real_scores=real_scores, prev_fake_scores=prev_fake_scores)
     return reduce(_clamp_terms(real, prev_fake, high, low), reduction)
 
 
@@ -109,15 +100,10 @@ def stage_rank_loss(
         real_scores: ``D_i(x)``.
         fake_scores: ``D_i(G_i(z))``, the current generator's samples.
         prev_fake_scores: ``D_i(G_{i-1}(z))``, the **current** critic on the previous generator's samples.
-        m_high: marker ``E[D_{i-1}(x)]`` (Eq. 6), a constant.
-        m_low: marker ``E[D_{i-1}(G_{i-1}(z))]`` (Eq. 6), a constant ``<= m_high``.
-        clamp_weight: ``lambda_clamp >= 0``; the paper uses 1000, the authors' code 1.
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        m_high, m_low, clamp_weight, reduction: the settings of :class:`rankplug.StageRankLoss`.
 
     Shape:
-        - real_scores, fake_scores, prev_fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
-          so float32 for float16/bfloat16 input.
+        As for :class:`rankplug.StageRankLoss`. Output: scalar, or ``(N,)`` with ``reduction="none"``.
 
     Example:
         >>> real = torch.tensor([1.5, 1.0], requires_grad=True)
@@ -131,11 +117,9 @@ def stage_rank_loss(
     high, low = _markers(m_high, m_low)
     weight = check_nonnegative(clamp_weight, "clamp_weight")
     reduction = check_reduction(reduction)
-    real = per_sample_scores(real_scores, "real_scores")
-    fake = per_sample_scores(fake_scores, "fake_scores")
-    prev_fake = per_sample_scores(prev_fake_scores, "prev_fake_scores")
-    check_same_batch(real_scores=real, fake_scores=fake, prev_fake_scores=prev_fake)
-    check_same_device(real_scores=real, fake_scores=fake, prev_fake_scores=prev_fake)
+    real, fake, prev_fake = paired_scores(
+        real_scores=real_scores, fake_scores=fake_scores, prev_fake_scores=prev_fake_scores
+    )
     rank = hinge(fake - prev_fake)
     return reduce(rank + weight * _clamp_terms(real, prev_fake, high, low), reduction)
 
@@ -157,9 +141,7 @@ def stage_rank_generator_loss(
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
 
     Shape:
-        - real_scores, fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
-          so float32 for float16/bfloat16 input.
+        As for :class:`rankplug.StageRankLoss`, without ``prev_fake_scores``. Output: scalar, or ``(N,)``.
 
     Example:
         >>> real = torch.tensor([1.0, 1.0])
@@ -172,10 +154,7 @@ def stage_rank_generator_loss(
         tensor([-0.5000, -0.5000])
     """
     reduction = check_reduction(reduction)
-    real = per_sample_scores(real_scores, "real_scores")
-    fake = per_sample_scores(fake_scores, "fake_scores")
-    check_same_batch(real_scores=real, fake_scores=fake)
-    check_same_device(real_scores=real, fake_scores=fake)
+    real, fake = paired_scores(real_scores=real_scores, fake_scores=fake_scores)
     return reduce(hinge(real - fake), reduction)
 
 
@@ -203,15 +182,10 @@ def gogan_rank_loss(
         real_scores: ``D_{i+1}(x)``, the critic being trained.
         fake_scores: ``D_{i+1}(G_{i+1}(z))``.
         prev_fake_scores: ``D_i(G_i(z))`` from the **frozen previous** critic, with no gradient.
-        margin: ``epsilon >= 0``; the ranking term uses ``2 * epsilon``.
-        disc_weight: ``lambda_1 >= 0``.
-        rank_weight: ``lambda_2 >= 0``.
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        margin, disc_weight, rank_weight, reduction: the settings of :class:`rankplug.GoGANRankLoss`.
 
     Shape:
-        - real_scores, fake_scores, prev_fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
-        - Output: scalar, or ``(N,)`` with ``reduction="none"``; computed in float32 (float64 stays float64),
-          so float32 for float16/bfloat16 input.
+        As for :class:`rankplug.GoGANRankLoss`. Output: scalar, or ``(N,)`` with ``reduction="none"``.
 
     Example:
         >>> real = torch.tensor([3.0, 1.0], requires_grad=True)
@@ -226,11 +200,9 @@ def gogan_rank_loss(
     lambda_disc = check_nonnegative(disc_weight, "disc_weight")
     lambda_rank = check_nonnegative(rank_weight, "rank_weight")
     reduction = check_reduction(reduction)
-    real = per_sample_scores(real_scores, "real_scores")
-    fake = per_sample_scores(fake_scores, "fake_scores")
-    prev_fake = per_sample_scores(prev_fake_scores, "prev_fake_scores")
-    check_same_batch(real_scores=real, fake_scores=fake, prev_fake_scores=prev_fake)
-    check_same_device(real_scores=real, fake_scores=fake, prev_fake_scores=prev_fake)
+    real, fake, prev_fake = paired_scores(
+        real_scores=real_scores, fake_scores=fake_scores, prev_fake_scores=prev_fake_scores
+    )
     if prev_fake.requires_grad:
         raise ValueError(
             "prev_fake_scores requires grad; expected scores of the previous, frozen discriminator D_i "
