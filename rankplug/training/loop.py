@@ -278,6 +278,16 @@ class Trainer:
             return out.float(), logits.float()
         return self.nets.D(x).float(), None
 
+    def critic_pair(self, x: Tensor, fake: Tensor) -> tuple[tuple[Tensor, Tensor | None], tuple[Tensor, Tensor | None]]:
+        """The critic on the real and the fake batch: one forward of both together when the critic has no
+        batch-dependent layer (the same numbers, one pass), else one forward each (BatchNorm sees one kind)."""
+        if self.config.critic_norm == "batch":
+            return self.critic(x), self.critic(fake)
+        out, logits = self.critic(torch.cat([x, fake]))
+        n = x.shape[0]
+        split = (None, None) if logits is None else (logits[:n], logits[n:])
+        return (out[:n], split[0]), (out[n:], split[1])
+
     def class_loss(self, logits: Tensor | None, labels: Tensor | None) -> Tensor | None:
         """The auxiliary classifier's loss (label-geometry paper Eq. 3-4), ``None`` for an unconditional run."""
         head = self.nets.D.classes
@@ -295,8 +305,7 @@ class Trainer:
         judge = critic_judge(objective, stage, nets.D, None if previous is None else previous.discriminator)
         extra: dict[str, Tensor] = {}
         with nets.autocast():
-            real_out, real_logits = self.critic(x)
-            fake_out, _ = self.critic(fake)
+            (real_out, real_logits), (fake_out, _) = self.critic_pair(x, fake)
             prev = None if judge is None else judge(previous.generator(z)).float()  # type: ignore[union-attr]
             if objective.embeds:  # MBGAN Eq. 1 needs a second real sample x_j and the images of Eq. 4
                 positive, _ = self.reals.next()
