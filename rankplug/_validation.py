@@ -239,3 +239,48 @@ def flat_features(features: object, name: str, in_features: int) -> Tensor:
             f"expected (N, *) with {in_features} features per sample"
         )
     return flat
+
+
+def check_int_in(value: object, name: str, low: int, high: int) -> int:
+    """Raise unless ``value`` is an ``int`` (not a bool) in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int in [{low}, {high}]; got {type(value).__name__}")
+    if not low <= int(value) <= high:
+        raise ValueError(f"{name} must be an int in [{low}, {high}]; got {value}")
+    return int(value)
+
+
+def check_real_in(value: object, name: str, low: float, high: float, *, open_low: bool = False) -> float:
+    """Raise unless ``value`` is a finite real number in ``[low, high]`` (``(low, high]`` with ``open_low``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    result = float(value)
+    if not math.isfinite(result) or not low <= result <= high or (open_low and result == low):
+        raise ValueError(f"{name} must be finite and in {'(' if open_low else '['}{low}, {high}]; got {result}")
+    return result
+
+
+def check_one_of(value: object, name: str, allowed: tuple[object, ...]) -> object:
+    """Raise ``ValueError`` unless ``value`` is one of ``allowed`` (numbers or strings; a bool never matches)."""
+    if isinstance(value, bool) or value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+    return value
+
+
+def check_flag(value: object, name: str) -> bool:
+    """Raise ``TypeError`` unless ``value`` is ``True`` or ``False``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be true or false; got {value!r}")
+    return value
+
+
+IMAGE_SIZES: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+
+
+def check_image_size(size: object, name: str = "size") -> int:
+    """Raise unless ``size`` is an image side rankplug's data and networks support: a power of two, 8 to 256."""
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+        raise TypeError(f"{name} must be an int, a power of two from 8 to 256; got {type(size).__name__}")
+    if int(size) not in IMAGE_SIZES:
+        raise ValueError(f"{name} must be a power of two from 8 to 256 (one of {IMAGE_SIZES}); got {size}")
+    return int(size)

@@ -30,11 +30,11 @@ import torch.nn.functional as nnf
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Subset
 
-from rankplug._validation import check_positive_int
+from rankplug._validation import IMAGE_SIZES, check_image_size, check_positive_int
 from rankplug.errors import DataFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-IMAGE_SIZES = (8, 16, 32, 64, 128, 256)  #: the sizes the streaming datasets produce
+# IMAGE_SIZES (from rankplug._validation): the sizes the streaming datasets produce
 DATASET_KINDS = ("digits", "folder", "cifar10")  #: the ``kind`` names of :func:`open_dataset`
 SPLITS = ("train", "held_out")  #: the ``split`` names of :func:`open_dataset`
 DIGITS_SPLITS = ("train", "test", "all")  #: the ``split`` names of :class:`DigitsDataset`
@@ -50,12 +50,7 @@ _PIL_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
 _WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
-def _check_size(size: object) -> int:
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
-        raise TypeError(f"size must be an int, a power of two from 8 to 256; got {type(size).__name__}")
-    if int(size) not in IMAGE_SIZES:
-        raise ValueError(f"size must be a power of two from 8 to 256 (one of {IMAGE_SIZES}); got {size}")
-    return int(size)
+_check_size = check_image_size
 
 
 def _check_channels(channels: object) -> int:

@@ -133,7 +133,7 @@ def test_markers_out_of_order_fall_back_to_a_valid_pair() -> None:
     [
         ({"method": "lsgan"}, "method must be one of"),
         ({"steps_per_stage": 5, "log_every": 2}, "log_every must divide steps_per_stage"),
-        ({"size": 12}, "size must be one of 8, 16, 32, 64, 128, 256; got 12"),
+        ({"size": 12}, r"size must be a power of two from 8 to 256 \(one of \(8, 16, 32, 64, 128, 256\)\); got 12"),
         ({"width": 10**6}, r"width must be an int in \[1, 1024\]"),
         ({"margin": float("nan")}, "margin must be finite"),
         ({"class_head": "aam", "method": "rankgan"}, "class_head 'aam' is for the score variants without stages"),

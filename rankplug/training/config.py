@@ -26,9 +26,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from rankplug._validation import IMAGE_SIZES, check_flag, check_image_size, check_int_in, check_one_of, check_real_in
 from rankplug.objectives import VARIANTS
 
-SIZES = (8, 16, 32, 64, 128, 256)
+SIZES = IMAGE_SIZES
 DATA_KINDS = ("digits", "folder", "cifar10")
 CLASS_HEADS = ("none", "aam", "ce", "cosine")
 OPTIMIZERS = ("adam", "rmsprop")
@@ -178,46 +179,19 @@ class TrainConfig:
 
 # ------------------------------------------------------------------------------------------------- checks
 def _int_in(low: int, high: int) -> Callable[[object, str], int]:
-    def check(value: object, name: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int in [{low}, {high}]; got {type(value).__name__}")
-        if not low <= value <= high:
-            raise ValueError(f"{name} must be an int in [{low}, {high}]; got {value}")
-        return value
-
-    return check
+    return lambda value, name: check_int_in(value, name, low, high)
 
 
 def _real_in(low: float, high: float, *, open_low: bool = False) -> Callable[[object, str], float]:
-    def check(value: object, name: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
-        result = float(value)
-        if not math.isfinite(result) or result > high or result < low or (open_low and result == low):
-            bracket = "(" if open_low else "["
-            raise ValueError(f"{name} must be finite and in {bracket}{low}, {high}]; got {result}")
-        return result
-
-    return check
+    return lambda value, name: check_real_in(value, name, low, high, open_low=open_low)
 
 
 def _one_of(*allowed: Any) -> Callable[[object, str], Any]:
-    def check(value: object, name: str) -> Any:
-        if isinstance(value, bool) or value not in allowed:
-            raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
-        return value
-
-    return check
+    return lambda value, name: check_one_of(value, name, allowed)
 
 
 def _optional(check: Callable[[object, str], Any]) -> Callable[[object, str], Any]:
     return lambda value, name: None if value is None else check(value, name)
-
-
-def _flag(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be true or false; got {value!r}")
-    return value
 
 
 def _path(value: object, name: str) -> str:
@@ -244,7 +218,7 @@ _CHECKS: dict[str, Callable[[object, str], Any]] = {
     "plateau_tolerance": _WEIGHT,
     "data": _one_of(*DATA_KINDS),
     "data_root": _optional(_path),
-    "size": _one_of(*SIZES),
+    "size": check_image_size,
     "workers": _int_in(0, 256),
     "batch_size": _int_in(1, 65_536),
     "n_critic": _int_in(1, 1000),
@@ -265,7 +239,7 @@ _CHECKS: dict[str, Callable[[object, str], Any]] = {
     "embed_dim": _int_in(1, 65_536),
     "alpha": _WEIGHT,
     "margin_norm": _one_of("mean", "sum"),
-    "encoder": _flag,
+    "encoder": check_flag,
     "encoder_epochs": _int_in(1, 10_000),
     "class_head": _one_of(*CLASS_HEADS),
     "cls_weight": _WEIGHT,
@@ -273,11 +247,11 @@ _CHECKS: dict[str, Callable[[object, str], Any]] = {
     "aam_margin": _real_in(0.0, math.pi / 2 - 1e-9),
     "marker_images": _int_in(1, _BIG),
     "ema": _real_in(0.0, 0.999999),
-    "amp": _flag,
+    "amp": check_flag,
     "device": _device,
     "seed": _int_in(0, 2**63 - 1),
     "log_every": _int_in(1, _BIG),
-    "tensorboard": _flag,
+    "tensorboard": check_flag,
 }
 
 #: Defaults that depend on the method when no preset sets them: the critics without a gradient penalty train

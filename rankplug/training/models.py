@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from rankplug._validation import check_choice, check_positive_int, shape_str
+from rankplug._validation import check_choice, check_image_size, check_positive_int, shape_str
 from rankplug.heads import AAMAuxClassifier, TripletMetricDiscriminatorHead
 
 MAX_WIDTH_FACTOR = 8
@@ -25,9 +25,7 @@ MAX_WIDTH_FACTOR = 8
 
 def _levels(size: int) -> int:
     """Number of factor-2 resamplings between ``4 x 4`` and ``size x size``."""
-    if not isinstance(size, int) or isinstance(size, bool) or size < 8 or size & (size - 1):
-        raise ValueError(f"size must be a power of two from 8 to 256; got {size!r}")
-    return int(math.log2(size)) - 2
+    return int(math.log2(check_image_size(size))) - 2
 
 
 def _width(base: int, level: int) -> int:
