@@ -416,6 +416,11 @@ class _InMemory(Dataset[tuple[Tensor, Tensor]]):
     def __len__(self) -> int:
         return self._images.shape[0]
 
+    def batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """The items at ``indices`` as one batch, without a ``DataLoader``: ``(images (B, C, S, S), labels (B,))``,
+        the values ``dataset[i]`` gives, stacked. The trainer uses it for data held in memory."""
+        return torch.stack([self[int(i)][0] for i in indices]), self._labels[indices].clone()
+
 
 class CIFAR10Dataset(_InMemory):
     """CIFAR-10 from the python folder on disk, held as uint8 and converted and resized one image per index.
@@ -512,11 +517,16 @@ class DigitsDataset(_InMemory):
             else:
                 self._images, self._labels = parts.test_images, parts.test_labels
 
+        # 1,797 digits are small at any size: resized once, with the resize load_digits applies to the whole tensor,
+        # so the values agree exactly and an item costs an index, not an interpolation
+        self._resized = _resize(self._images, self.size).clamp(-1.0, 1.0)
+
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         position = _check_index(index, len(self))
-        # the same resize load_digits applies to the whole tensor, so the values agree exactly
-        image = _resize(self._images[position : position + 1], self.size).clamp(-1.0, 1.0)
-        return image[0].clone(), self._labels[position].clone()
+        return self._resized[position].clone(), self._labels[position].clone()
+
+    def batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        return self._resized[indices].clone(), self._labels[indices].clone()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size}, split={self.split!r}): {len(self)} digits"

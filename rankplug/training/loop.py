@@ -66,6 +66,11 @@ class RealBatches:
     def restart(self, rank: int = 0) -> None:
         seed = int(torch.randint(2**62, ())) + rank  # from the (checkpointed) global RNG
         sampler = InfiniteSampler(len(self.dataset), seed)  # type: ignore[arg-type]
+        fetch = _batch_fetcher(self.dataset)
+        if fetch is not None and self.workers == 0:  # data in memory: index whole batches, no per-item collate
+            indices = iter(sampler)
+            self._stream = (fetch(torch.tensor([next(indices) for _ in range(self.batch_size)])) for _ in iter(int, 1))
+            return
         loader = DataLoader(
             self.dataset,
             batch_size=self.batch_size,
@@ -90,6 +95,17 @@ class RealBatches:
             batches.append(self.next()[0])
             count += batches[-1].shape[0]
         return batches
+
+
+def _batch_fetcher(dataset: Dataset[Any]) -> Callable[[Tensor], tuple[Tensor, Tensor]] | None:
+    """The dataset's ``batch(indices)`` (in-memory data, :mod:`rankplug.data`), through a ``Subset`` too."""
+    if callable(getattr(dataset, "batch", None)):
+        return dataset.batch  # type: ignore[attr-defined,no-any-return]
+    inner = getattr(dataset, "dataset", None)
+    if isinstance(dataset, torch.utils.data.Subset) and callable(getattr(inner, "batch", None)):
+        positions = torch.as_tensor(dataset.indices)
+        return lambda indices: inner.batch(positions[indices])  # type: ignore[union-attr]
+    return None
 
 
 # --------------------------------------------------------------------------------------------- the state
