@@ -222,11 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=_directory, default="rankplug-demo", help="demo directory")
     demo.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the WGAN-GP baseline")
     demo.add_argument("--conditional", action="store_true", help="AAM vs softmax auxiliary classifier instead")
-    demo.add_argument("--size", type=int, choices=(16, 32), default=16, help="image side")
-    demo.add_argument("--stages", type=_positive_int, default=3, help="RankGAN stages")
-    demo.add_argument("--steps-per-stage", type=_positive_int, default=None, help="default: fit --budget")
-    demo.add_argument("--budget", type=_positive_float, default=170.0, help="seconds of training to aim for")
     demo.add_argument("--seed", type=int, default=0, help="seed of both runs")
+    demo.add_argument("--threads", type=_positive_int, default=1, help="torch threads (1: the same numbers every run)")
+    demo.add_argument("--full", action="store_true", help="RankGAN with the paper's settings (longer; says how long)")
     demo.add_argument("--quick", action="store_true", help="a few steps only (a smoke test)")
     demo.add_argument("--inception-weights", default=None, metavar="PATH", help="adds Inception FID / IS")
     _add_common(demo)
@@ -270,8 +268,8 @@ def _demo(args: argparse.Namespace) -> int:
     if args.conditional:
         demo.run_conditional_demo(args.dir, seed=args.seed, quick=args.quick, progress=args.progress)
         return 0
-    options = _options(args, "baseline", "size", "stages", "steps_per_stage", "seed", "quick", "inception_weights")
-    demo.run_demo(args.dir, budget_seconds=args.budget, progress=args.progress, **options)
+    options = _options(args, "baseline", "seed", "quick", "full", "threads", "inception_weights", "progress")
+    demo.run_demo(args.dir, **options)
     return 0
 
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_demo_writes_everything_the_issue_lists(demo_dir: Path) -> None:
         assert len(entry["completion"]["psnr"]) == 5
     report = (demo_dir / "report.md").read_text()
     assert "| rankgan | 3 |" in report and "| baseline | 3 |" in report
-    assert "score_ladder.png" in report and "rankgan/samples-stage3.png" in report
+    assert "score_ladder.png" in report and "samples.png" in report and "class_histogram.png" in report
 
 
 def test_demo_resumes_and_says_so(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,7 +107,7 @@ def test_train_refuses_a_directory_with_other_settings(tmp_path: Path, capsys: p
     [
         (["train", "--dir", "x", "--steps-per-stage", "0"], "expected a positive integer; got 0"),
         (["train", "--dir", "x", "--method", "lsgan"], "invalid choice: 'lsgan'"),
-        (["demo", "--size", "24"], "invalid choice: 24"),
+        (["demo", "--threads", "0"], "expected a positive integer; got 0"),
         (["complete", "x", "--coverages", "1.5"], "a coverage is a fraction in (0, 1); got 1.5"),
     ],
 )
@@ -124,13 +125,34 @@ def test_missing_inputs_give_clear_errors(tmp_path: Path, capsys: pytest.Capture
     assert "is not a run directory" in capsys.readouterr().err
 
 
-def test_steps_per_stage_fit_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    messages: list[str] = []
-    steps, rate = demo.choose_steps_per_stage(budget_seconds=60, stages=3, baseline=True, echo=messages.append)
-    assert rate > 0 and steps % 10 == 0 and 20 <= steps <= 300
-    # 1 + 1.3 * 2 stage-1 equivalents for RankGAN plus 3 for the baseline
-    assert steps == max(20, min(300, int(60 * demo.RATE_MARGIN * rate / (1 + 2 * demo.STAGE_COST + 3)) // 10 * 10))
-    assert "steps per stage fit 60 s" in messages[0]
+def _without_timings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if "seconds" not in k and k not in ("machine", "date")}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def test_demo_is_deterministic_and_fixed(demo_dir: Path, tmp_path: Path) -> None:
+    # issue 12: no step count from a timing; the same command and seed write the same metrics (timings aside)
+    assert main(["demo", "--dir", str(tmp_path / "again"), "--quick", "--no-progress"]) == 0
+    first = json.loads((demo_dir / "metrics.json").read_text())
+    second = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert _without_timings(first) == _without_timings(second)
+    histogram = first["runs"]["rankgan"]["stages"][-1]["class_histogram"]
+    assert len(histogram) == 10 and sum(histogram) == 64
+    assert _is_png(demo_dir / "samples.png") and _is_png(demo_dir / "class_histogram.png")
+    assert "## Classes of the samples" in (demo_dir / "report.md").read_text()
+
+
+def test_demo_schedule_is_the_documented_one() -> None:
+    configs = demo.demo_configs()
+    assert set(configs) == {"rankgan", "baseline"}
+    for config in configs.values():
+        assert (config.size, config.width, config.stages, config.steps_per_stage) == (8, 64, 3, 400)
+    assert configs["baseline"].method == "wgan-gp" and configs["rankgan"].margin == demo.DEMO_MARGIN
+    full = demo.demo_configs(full=True)["rankgan"]
+    assert full.encoder and full.clamp_weight == 1000.0 and full.plateau_patience is not None
 
 
 def test_python_dash_m_rankplug_runs_the_command() -> None:

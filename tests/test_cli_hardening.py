@@ -282,7 +282,7 @@ def test_option_mistakes(tmp_path: Path, capsys) -> None:
             ["train", "--dir", str(tmp_path / "r"), "--data-root", str(tmp_path)],
             "data 'digits' is bundled and takes no data_root",
         ),
-        (["demo", "--budget", "inf", "--dir", str(tmp_path / "d")], "expected a finite positive number; got inf"),
+        (["train", "--dir", str(tmp_path / "d"), "--margin", "inf"], "expected a finite number; got inf"),
         (["train", "--dir", str(tmp_path / "r"), "--device", "foo"], "device 'foo' is not a torch device"),
     ]
     for argv, message in cases:
