@@ -266,7 +266,7 @@ def _demo(args: argparse.Namespace) -> int:
     from rankplug import demo
 
     if args.conditional:
-        demo.run_conditional_demo(args.dir, seed=args.seed, quick=args.quick, progress=args.progress)
+        demo.run_conditional_demo(args.dir, **_options(args, "seed", "quick", "threads", "progress"))
         return 0
     options = _options(args, "baseline", "seed", "quick", "full", "threads", "inception_weights", "progress")
     demo.run_demo(args.dir, **options)

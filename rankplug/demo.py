@@ -329,6 +329,7 @@ def run_conditional_demo(
     n_critic: int = 2,
     seed: int = 0,
     quick: bool = False,
+    threads: int = 1,
     progress: bool = True,
     echo: Printer = _echo,
 ) -> dict[str, Any]:
@@ -344,6 +345,7 @@ def run_conditional_demo(
 
     started = time.perf_counter()
     out = check_directory_argument(directory, "--dir") / "conditional"
+    torch.set_num_threads(threads)
     options: dict[str, Any] = (
         {"batch_size": 16, "n_critic": 1, "log_every": 1, "steps_per_stage": 3}
         if quick

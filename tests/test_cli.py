@@ -188,3 +188,8 @@ def test_eval_with_missing_inception_weights_fails_before_writing(
     err = capsys.readouterr().err
     assert f"error: --inception-weights: no such file: {str(missing)!r}" in err
     assert not list(run.glob("eval-stage*.json"))
+
+
+def test_full_demo_says_how_long_from_a_timing_it_does_not_use() -> None:
+    seconds = demo.estimate_seconds(demo.demo_configs(quick=True))
+    assert 0 < seconds < 600  # 24 quick steps on any machine
