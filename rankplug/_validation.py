@@ -219,13 +219,18 @@ def as_float32(tensor: Tensor) -> Tensor:
     return tensor
 
 
+def check_int_at_least(value: object, name: str, minimum: int) -> int:
+    """Raise unless ``value`` is an ``int`` (not a bool) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= {minimum}; got {type(value).__name__}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {value}")
+    return int(value)
+
+
 def check_positive_int(value: object, name: str) -> int:
     """Raise unless ``value`` is an ``int >= 1`` (sizes such as ``in_features``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= 1; got {type(value).__name__}")
-    if int(value) < 1:
-        raise ValueError(f"{name} must be an int >= 1; got {value}")
-    return int(value)
+    return check_int_at_least(value, name, 1)
 
 
 def flat_features(features: object, name: str, in_features: int) -> Tensor:

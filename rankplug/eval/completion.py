@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from rankplug._validation import (
     check_batch,
+    check_int_at_least,
     check_nonnegative,
     check_positive,
     check_real,
@@ -59,14 +60,6 @@ def _import_kornia_metrics() -> Any:
     return kornia.metrics
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}; got {type(value).__name__}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value}")
-    return int(value)
-
-
 def _check_coverage(coverage: object) -> float:
     result = check_real(coverage, "coverage")
     if not 0.0 < result < 1.0:
@@ -82,7 +75,7 @@ def hole_side(size: int, coverage: float) -> int:
         >>> [hole_side(32, c) for c in (0.09, 0.25, 0.49, 0.64, 0.81)]
         [10, 16, 22, 26, 29]
     """
-    size = _check_int(size, "size", 1)
+    size = check_int_at_least(size, "size", 1)
     coverage = _check_coverage(coverage)
     # Ties (e.g. size 5, coverage 0.25: 2.5 pixels) round up rather than to even as Python's round() does; the
     # 1e-9 absorbs float noise such as 5 * sqrt(0.09) = 1.4999999999999998, so a tie never depends on rounding error.
@@ -130,7 +123,7 @@ def center_mask(
         0.0
     """
     side = hole_side(size, coverage)
-    channels = _check_int(channels, "channels", 1)
+    channels = check_int_at_least(channels, "channels", 1)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point torch.dtype; got {dtype!r}")
     mask = torch.ones(1, channels, size, size, device=device, dtype=dtype)
@@ -276,7 +269,7 @@ def complete_images(
     bool_mask = _check_mask(mask, images)
     shape = _check_latent_shape(latent_shape)
     lam = check_nonnegative(perceptual_weight, "perceptual_weight")
-    steps = _check_int(steps, "steps", 0)
+    steps = check_int_at_least(steps, "steps", 0)
     lr = check_positive(lr, "lr")
     if discriminator is None and lam > 0:
         raise ValueError(f"discriminator is None but perceptual_weight={lam}; pass D, or perceptual_weight=0")
@@ -286,7 +279,7 @@ def complete_images(
     if init_latent is None:
         rng = None
         if generator_seed is not None:
-            seed = _check_int(generator_seed, "generator_seed", 0)
+            seed = check_int_at_least(generator_seed, "generator_seed", 0)
             rng = torch.Generator(device=images.device).manual_seed(seed)
         z0 = torch.randn((n, *shape), generator=rng, device=images.device, dtype=images.dtype)
     else:
@@ -456,7 +449,7 @@ def ssim(prediction: Tensor, target: Tensor, *, data_range: float = 2.0, window_
     """
     pred, targ = _check_pair(prediction, target, four_d=True)
     r = check_positive(data_range, "data_range")
-    window = _check_int(window_size, "window_size", 1)
+    window = check_int_at_least(window_size, "window_size", 1)
     if window % 2 == 0:
         raise ValueError(f"window_size must be odd; got {window}")
     h, w = pred.shape[-2:]
