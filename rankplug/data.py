@@ -34,7 +34,6 @@ from rankplug._validation import IMAGE_SIZES, check_image_size, check_positive_i
 from rankplug.errors import DataFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-# IMAGE_SIZES (from rankplug._validation): the sizes the streaming datasets produce
 DATASET_KINDS = ("digits", "folder", "cifar10")  #: the ``kind`` names of :func:`open_dataset`
 SPLITS = ("train", "held_out")  #: the ``split`` names of :func:`open_dataset`
 DIGITS_SPLITS = ("train", "test", "all")  #: the ``split`` names of :class:`DigitsDataset`
@@ -48,9 +47,6 @@ _PIL_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
 # Pillow opens 16-bit grey PNGs in these modes, and its convert("L") clips them to 255 instead of scaling, which
 # would turn almost every pixel white.
 _WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
-
-
-_check_size = check_image_size
 
 
 def _check_channels(channels: object) -> int:
@@ -366,7 +362,7 @@ class ImageFolderDataset(Dataset[tuple[Tensor, Tensor]]):
     """
 
     def __init__(self, root: str | os.PathLike[str], size: int, *, channels: int = 3) -> None:
-        self.size = _check_size(size)
+        self.size = check_image_size(size)
         self.channels = _check_channels(channels)
         _pil()  # fail here, not in a worker, when Pillow is missing
         base, files = _list_images(root)
@@ -457,7 +453,7 @@ class CIFAR10Dataset(_InMemory):
     classes = CIFAR10_CLASSES
 
     def __init__(self, root: str | os.PathLike[str], size: int, *, train: bool = True) -> None:
-        self.size = _check_size(size)
+        self.size = check_image_size(size)
         if not isinstance(train, bool):
             raise TypeError(f"train must be a bool; got {type(train).__name__}")
         self.train = train
@@ -502,7 +498,7 @@ class DigitsDataset(_InMemory):
     classes = tuple(str(digit) for digit in range(10))
 
     def __init__(self, size: int = 8, *, split: str = "train") -> None:
-        self.size = _check_size(size)
+        self.size = check_image_size(size)
         if split not in DIGITS_SPLITS:
             raise ValueError(f"split must be one of {DIGITS_SPLITS}; got {split!r}")
         self.split = split
