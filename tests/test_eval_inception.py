@@ -112,14 +112,14 @@ def test_lookup_order_argument_then_env_then_cache(tmp_path, monkeypatch):
     assert find_inception_weights(str(explicit)) == explicit
 
 
-def _fake_gan_metrics(monkeypatch) -> None:
+def _fake_gan_metrics(monkeypatch, package_name: str = "pytorch_gan_metrics") -> None:
     """Importable stand-ins for pytorch-gan-metrics, for the checks that come after the import."""
-    package = types.ModuleType("pytorch_gan_metrics")
+    package = types.ModuleType(package_name)
     for name in ("core", "inception"):
-        module = types.ModuleType(f"pytorch_gan_metrics.{name}")
+        module = types.ModuleType(f"{package_name}.{name}")
         setattr(package, name, module)
-        monkeypatch.setitem(sys.modules, f"pytorch_gan_metrics.{name}", module)
-    monkeypatch.setitem(sys.modules, "pytorch_gan_metrics", package)
+        monkeypatch.setitem(sys.modules, f"{package_name}.{name}", module)
+    monkeypatch.setitem(sys.modules, package_name, package)
 
 
 def test_missing_weights_raise_from_the_metrics_before_any_download(monkeypatch):
@@ -157,12 +157,7 @@ def test_the_renamed_package_is_used_when_the_old_module_is_missing(monkeypatch)
 
     for name in ("pytorch_gan_metrics", "pytorch_gan_metrics.core", "pytorch_gan_metrics.inception"):
         monkeypatch.setitem(sys.modules, name, None)
-    package = types.ModuleType("pytorch_image_generation_metrics")
-    for name in ("core", "inception"):
-        module = types.ModuleType(f"pytorch_image_generation_metrics.{name}")
-        setattr(package, name, module)
-        monkeypatch.setitem(sys.modules, f"pytorch_image_generation_metrics.{name}", module)
-    monkeypatch.setitem(sys.modules, "pytorch_image_generation_metrics", package)
+    _fake_gan_metrics(monkeypatch, "pytorch_image_generation_metrics")
     core, fid_blocks = inception._import_gan_metrics()
     assert core.__name__ == "pytorch_image_generation_metrics.core"
     assert fid_blocks.__name__ == "pytorch_image_generation_metrics.inception"
