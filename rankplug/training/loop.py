@@ -89,12 +89,26 @@ class RealBatches:
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def take(self, images: int) -> list[Tensor]:
-        """At least ``images`` real images in batches (for markers and the VAE), from the current stream."""
+        """At least ``images`` real images in batches (for the markers), from the current stream."""
         batches, count = [], 0
         while count < images:
             batches.append(self.next()[0])
             count += batches[-1].shape[0]
         return batches
+
+    def epoch(self) -> _Epoch:
+        """A re-iterable pass over about one epoch of batches, drawn as they are used (memory flat in the data)."""
+        return _Epoch(self, math.ceil(len(self.dataset) / self.batch_size))  # type: ignore[arg-type]
+
+
+class _Epoch:
+    """``batches`` real batches from a :class:`RealBatches` stream each time it is iterated (the VAE's epochs)."""
+
+    def __init__(self, reals: RealBatches, batches: int) -> None:
+        self.reals, self.batches = reals, batches
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return (self.reals.next()[0] for _ in range(self.batches))
 
 
 def _batch_fetcher(dataset: Dataset[Any]) -> Callable[[Tensor], tuple[Tensor, Tensor]] | None:
@@ -239,8 +253,7 @@ class Trainer:
             return True
         if self.nets.E is not None:
             self.reals.restart(self.context.rank)
-            batches = self.reals.take(len(self.reals.dataset))  # type: ignore[arg-type]
-            self.manager.pretrain_encoder(batches, epochs=self.config.encoder_epochs, progress=self.progress)
+            self.manager.pretrain_encoder(self.reals.epoch(), epochs=self.config.encoder_epochs, progress=self.progress)
         return False
 
     def run(self) -> dict[str, Any]:
