@@ -26,7 +26,7 @@ import errno
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,24 +59,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _float(text: str, what: str, accept: Callable[[float], bool]) -> float:
+    """Parse a finite number that ``accept`` admits; ``what`` names it in the error (argparse adds the option)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite positive number; got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}; got {text!r}") from None
+    if not (math.isfinite(value) and accept(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite {what.removeprefix('a ')}; got {value}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _float(text, "a positive number", lambda value: value > 0)
 
 
 def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0; got {value}")
-    return value
+    return _float(text, "a number >= 0", lambda value: value >= 0)
 
 
 def _directory(text: str) -> str:
@@ -198,13 +197,7 @@ def _add_train_settings(parser: argparse.ArgumentParser) -> None:
 
 
 def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number; got {value}")
-    return value
+    return _float(text, "a number", lambda value: True)
 
 
 def build_parser() -> argparse.ArgumentParser:
