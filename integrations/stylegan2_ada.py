@@ -27,6 +27,7 @@ Every discriminator input, the previous stage's fakes included, goes through ``a
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import os
 import pickle
@@ -129,6 +130,66 @@ def _previous_networks(previous: PreviousStage, generator_key: str) -> tuple[nn.
     return generator, discriminator
 
 
+# ----------------------------------------------------------------------------------------- marker data set
+def _describe(spec: object) -> str:
+    return repr(os.fspath(spec)) if isinstance(spec, (str, os.PathLike)) else repr(dict(spec))  # type: ignore[call-overload]
+
+
+def open_host_dataset(spec: str | os.PathLike[str] | Mapping[str, Any], *, use_labels: bool = False) -> Any:
+    """The host's data set from a path (``training.dataset.ImageFolderDataset``) or its ``training_set_kwargs``.
+
+    ``spec`` is JSON-friendly: a folder or zip path, or a dict with an optional ``class_name`` (default
+    ``"training.dataset.ImageFolderDataset"``) and that class's keywords, e.g. the ``training_set_kwargs`` that
+    ``train.py`` writes to ``training_options.json``. The host's ``training`` package must be importable.
+
+    Shape:
+        - Output ``dataset[i]``: ``(image, label)``, ``image`` ``uint8`` ``(C, R, R)``, ``label`` ``(c_dim,)``.
+
+    Example:
+        >>> import sys, types
+        >>> host = types.ModuleType("my_datasets")
+        >>> host.Pairs = lambda path, **options: [(path, options)]
+        >>> sys.modules["my_datasets"] = host
+        >>> open_host_dataset({"class_name": "my_datasets.Pairs", "path": "data.zip", "xflip": False})
+        [('data.zip', {'xflip': False})]
+        >>> del sys.modules["my_datasets"]
+    """
+    if isinstance(spec, (str, os.PathLike)):
+        kwargs: dict[str, Any] = {"path": os.fspath(spec), "use_labels": use_labels}
+    elif isinstance(spec, Mapping):
+        kwargs = dict(spec)
+    else:
+        raise TypeError(f"marker_dataset must be a path or a dict of data set options; got {type(spec).__name__}")
+    class_name = kwargs.pop("class_name", "training.dataset.ImageFolderDataset")
+    module_name, _, attribute = str(class_name).rpartition(".")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ImportError(
+            f"marker_dataset needs the host's {class_name!r} (is the stylegan2-ada-pytorch checkout on sys.path?): "
+            f"{error}"
+        ) from error
+    return factory(**kwargs)
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _cat_scores(scores: list[Tensor], device: torch.device) -> Tensor:
+    # A rank may get no image when the data set is smaller than the number of ranks: it still joins the gather.
+    return torch.cat(scores) if scores else torch.zeros(0, device=device)
+
+
+def _global_count(scores: Tensor) -> int:
+    count = torch.tensor([scores.numel()], device=scores.device)
+    if _rank_and_world()[1] > 1:
+        torch.distributed.all_reduce(count)
+    return int(count.item())
+
+
 # ------------------------------------------------------------------------------------------------- the loss
 class RankGANLoss:
     r"""StyleGAN2-ADA loss for RankGAN / GoGAN stages (MATH §1-§3), with R1, path-length regularisation and ADA.
@@ -167,12 +228,20 @@ class RankGANLoss:
 
     **Markers** (RankGAN, Eq. 6): ``m_high = stat D_{i-1}(aug(x))`` and ``m_low = stat D_{i-1}(aug(G_{i-1}(z)))``
     with ``stat`` = ``marker_statistic`` (``"mean"`` as in the paper, or ``"median"`` as in the authors' code).
-    Pass them as ``markers=(m_high, m_low)``, or they are computed once, lazily, on the first ``Dmain`` /
-    ``Dboth`` call: from up to ``marker_batches`` batches of ``marker_data`` (an iterable of real image batches
-    in the host's ``[-1, 1]`` range, or ``(img, c)`` pairs) when given, else from that call's real batch; ``m_low``
-    uses ``marker_batches`` batches of fresh latents with that call's labels. Under ``torch.distributed`` the
-    statistic covers every rank's samples. Read them back from :attr:`markers`. Without ``marker_data`` the
-    real-side marker rests on one batch per rank: pass ``marker_data`` or ``markers`` for a stable estimate.
+    Pass them as ``markers=(m_high, m_low)``, or they are computed once per stage (once per loss), lazily, on
+    the first ``Dmain`` / ``Dboth`` call, from one of:
+
+    - ``marker_dataset`` (JSON-friendly, so it fits ``train.py``'s ``loss_kwargs``): a data set path or the
+      host's ``training_set_kwargs`` dict (:func:`open_host_dataset`). ``min(marker_images, len(data set))``
+      images, a seeded choice that is the same on every rank, split among the ranks; ``m_low`` from as many
+      fresh latents, with the chosen images' labels. The launcher
+      (:mod:`rankplug.integrations.stylegan2_ada_launch`) passes the training set here;
+    - ``marker_data``: up to ``marker_batches`` batches of real images in the host's ``[-1, 1]`` range (or
+      ``(img, c)`` pairs), and ``marker_batches`` batches of fresh latents with that call's labels;
+    - neither: that call's real batch (one batch per rank: a rough estimate).
+
+    Under ``torch.distributed`` the statistic covers every rank's samples, so every rank gets the same markers.
+    Read them back from :attr:`markers` and the sample sizes from :attr:`marker_sample_sizes`.
 
     **ADA.** The host adapts the augmentation probability from ``Loss/signs/real``. Margin and ranking losses
     leave the score's offset free (adding a constant to every score changes nothing), so the sign of the raw
@@ -205,7 +274,9 @@ class RankGANLoss:
         markers: RankGAN's ``(m_high, m_low)``; computed lazily when ``None``.
         marker_statistic: ``"mean"`` or ``"median"``.
         marker_data: optional iterable of real batches for the markers.
-        marker_batches: how many batches the lazy markers use.
+        marker_batches: how many batches the lazy markers use with ``marker_data`` or the call's batch.
+        marker_dataset: a data set path or the host's ``training_set_kwargs`` for the markers (see above).
+        marker_images: at most this many real images of ``marker_dataset`` (>= 1; default 5000).
         sign_reference: ``"midpoint"`` or ``"zero"``, for ``Loss/signs/*``.
         previous_generator: which snapshot entry is ``G_{i-1}``: ``"G"`` (the trained weights, default, as
             RankGAN freezes the live networks) or ``"G_ema"``.
@@ -248,6 +319,8 @@ class RankGANLoss:
         marker_statistic: Literal["mean", "median"] = "mean",
         marker_data: Iterable[Any] | None = None,
         marker_batches: int = 4,
+        marker_dataset: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+        marker_images: int = 5000,
         sign_reference: Literal["midpoint", "zero"] = "midpoint",
         previous_generator: Literal["G", "G_ema"] = "G",
         report: Callable[[str, Any], Any] | None = None,
@@ -275,6 +348,17 @@ class RankGANLoss:
         self.marker_statistic = marker_statistic
         self.marker_data = marker_data
         self.marker_batches = check_positive_int(marker_batches, "marker_batches")
+        if marker_dataset is not None and marker_data is not None:
+            raise ValueError("pass marker_data (batches) or marker_dataset (the host's data set), not both")
+        if marker_dataset is not None and not isinstance(marker_dataset, (str, os.PathLike, Mapping)):
+            raise TypeError(
+                "marker_dataset must be a data set path or the host's training_set_kwargs dict; "
+                f"got {type(marker_dataset).__name__}"
+            )
+        self.marker_dataset = marker_dataset
+        self.marker_images = check_positive_int(marker_images, "marker_images")
+        #: ``(real, fake)``: how many samples, over every rank, the markers in use were computed from.
+        self.marker_sample_sizes: tuple[int, int] | None = None
         self.sign_reference = check_choice(sign_reference, "sign_reference", ("midpoint", "zero"))
         generator_key = check_choice(previous_generator, "previous_generator", ("G", "G_ema"))
         self.report = report
@@ -389,14 +473,23 @@ class RankGANLoss:
             raise ValueError("markers need a previous stage; stage 1 (previous=None) has none")
         real_scores, fake_scores = [], []
         with torch.no_grad():
-            for img, c in self._marker_batches(real_img, real_c):
+            if self.marker_dataset is not None:
+                # As many fakes as reals, each with a real image's label: the data's label distribution.
+                real_batches = list(self._dataset_marker_batches(real_img.shape[0], real_c.shape[1]))
+                fake_labels = [c for _, c in real_batches]
+            else:
+                real_batches = self._marker_batches(real_img, real_c)
+                fake_labels = [gen_c] * self.marker_batches
+            for img, c in real_batches:
                 real_scores.append(self._run_previous_discriminator(img, c).flatten(1).mean(1))
             z_dim = self._z_dim()
-            for _ in range(self.marker_batches):
-                z = torch.randn(gen_c.shape[0], z_dim, device=self.device)
-                fake = self._run_previous_generator(z, gen_c, None)
-                fake_scores.append(self._run_previous_discriminator(fake, gen_c).flatten(1).mean(1))
-        high, low = marker_statistics(torch.cat(real_scores), torch.cat(fake_scores), statistic=self.marker_statistic)
+            for c in fake_labels:
+                z = torch.randn(c.shape[0], z_dim, device=self.device)
+                fake = self._run_previous_generator(z, c, None)
+                fake_scores.append(self._run_previous_discriminator(fake, c).flatten(1).mean(1))
+        real_cat, fake_cat = _cat_scores(real_scores, self.device), _cat_scores(fake_scores, self.device)
+        high, low = marker_statistics(real_cat, fake_cat, statistic=self.marker_statistic)
+        self.marker_sample_sizes = (_global_count(real_cat), _global_count(fake_cat))
         if low > high:
             raise ValueError(
                 f"the previous stage's discriminator scores its fakes above the real data (m_low={low:.4g} > "
@@ -404,7 +497,33 @@ class RankGANLoss:
                 "pass markers=(m_high, m_low)"
             )
         self.objective.set_markers(high, low)
+        if self.marker_dataset is not None and _rank_and_world()[0] == 0:
+            real_count, fake_count = self.marker_sample_sizes
+            print(
+                f"rankplug: markers m_high={high:.4g}, m_low={low:.4g} ({self.marker_statistic}) from {real_count} "
+                f"real images and {fake_count} previous-stage fakes"
+            )
         return high, low
+
+    def _dataset_marker_batches(self, batch_size: int, c_dim: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """This rank's share of ``min(marker_images, len(data set))`` real images, as ``[-1, 1]`` batches.
+
+        Every rank draws the same seeded choice of images and takes every ``world``-th of them, so the ranks
+        together cover the choice once and the gathered statistic is the same on every rank.
+        """
+        assert self.marker_dataset is not None
+        dataset = open_host_dataset(self.marker_dataset, use_labels=c_dim > 0)
+        count = min(self.marker_images, len(dataset))
+        if count == 0:
+            raise ValueError(f"marker_dataset {_describe(self.marker_dataset)} holds no images")
+        chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:count]
+        rank, world = _rank_and_world()
+        share = torch.utils.data.Subset(dataset, chosen[rank::world].tolist())
+        for img, c in torch.utils.data.DataLoader(share, batch_size=batch_size):
+            # The host's own conversion of uint8 images (training_loop): [0, 255] -> [-1, 1].
+            img = img.to(self.device).to(torch.float32) / 127.5 - 1
+            c = c.to(self.device).to(torch.float32).reshape(img.shape[0], -1)[:, :c_dim]
+            yield img, c
 
     def _z_dim(self) -> int:
         for module in (self.previous_G, unwrap(self.G_mapping) if isinstance(self.G_mapping, nn.Module) else None):
@@ -561,4 +680,4 @@ class RankGANLoss:
         return self.objective.critic_loss(real_scores, fake_scores, prev_scores, stage=self.stage)
 
 
-__all__ = ["PHASES", "RankGANLoss", "load_snapshot"]
+__all__ = ["PHASES", "RankGANLoss", "load_snapshot", "open_host_dataset"]

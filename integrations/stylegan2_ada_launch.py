@@ -1,0 +1,275 @@
+"""Run NVlabs/stylegan2-ada-pytorch's own ``train.py`` with rankplug's stage loss, leaving every upstream file as is.
+
+Usage (the options before ``--`` are rankplug's, everything after it goes to ``train.py`` unchanged)::
+
+    python -m rankplug.integrations.stylegan2_ada_launch STYLEGAN2_ADA_DIR [stage options] -- TRAIN_FLAGS
+
+What it does, in this order:
+
+1. puts ``STYLEGAN2_ADA_DIR`` first on ``sys.path`` and applies :func:`apply_compat_fixes` (upstream's
+   ``InfiniteSampler`` on torch releases whose ``Sampler.__init__`` takes no argument; ``distutils`` on Python
+   releases without it);
+2. wraps ``train.setup_training_loop_kwargs`` so that the options ``train.py`` builds name
+   :class:`rankplug.integrations.stylegan2_ada.RankGANLoss` as ``loss_kwargs.class_name`` and carry the stage
+   options (``previous``, ``variant``, ...) and, for a RankGAN stage ``>= 2``, ``marker_dataset`` (the
+   training set's own options, so the markers of RankGAN Eq. 6 come from up to ``--marker-images`` real images);
+   the run directory's name gets a ``-rankplug`` suffix;
+3. wraps ``train.subprocess_fn`` so that every rank, the processes ``--gpus=N`` spawns included, applies the
+   fixes before ``training_loop`` runs;
+4. calls ``train.main()`` with ``TRAIN_FLAGS`` as its command line.
+
+``--previous`` also resumes the live networks from the same snapshot (RankGAN Algorithm 1: stage ``i`` starts
+from stage ``i - 1``) unless ``TRAIN_FLAGS`` already has a ``--resume``. Nothing is written into the upstream
+checkout; ``training_options.json`` in the run directory records the loss and every stage option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LOSS_CLASS = "rankplug.integrations.stylegan2_ada.RankGANLoss"
+#: Files a stylegan2-ada-pytorch checkout has; the launcher refuses a folder without them.
+UPSTREAM_FILES = ("train.py", "training/training_loop.py", "torch_utils/misc.py", "dnnlib/util.py")
+#: The launcher's stage options and the RankGANLoss keyword each one sets.
+STAGE_OPTIONS = {
+    "previous": "previous",
+    "variant": "variant",
+    "margin": "margin",
+    "clamp_weight": "clamp_weight",
+    "rank_weight": "rank_weight",
+    "markers": "markers",
+    "marker_statistic": "marker_statistic",
+    "marker_images": "marker_images",
+    "previous_generator": "previous_generator",
+    "sign_reference": "sign_reference",
+}
+
+
+# --------------------------------------------------------------------------------------- compatibility fixes
+class _SamplerTakingDataSource(torch.utils.data.Sampler):  # type: ignore[type-arg]
+    """A ``Sampler`` base whose ``__init__`` takes the ``data_source`` argument older torch releases accepted.
+
+    Upstream's ``InfiniteSampler.__init__`` calls ``super().__init__(dataset)``. torch dropped ``data_source``
+    from ``Sampler.__init__`` (it had been ignored and deprecated), and without this base the call reaches
+    ``object.__init__`` and raises ``TypeError: object.__init__() takes exactly one argument``.
+    """
+
+    def __init__(self, data_source: object = None) -> None:
+        super().__init__()
+
+
+def _sampler_rejects_data_source() -> bool:
+    probe = torch.utils.data.Sampler.__new__(torch.utils.data.Sampler)
+    try:
+        torch.utils.data.Sampler.__init__(probe, [0])  # type: ignore[call-arg]
+    except TypeError:
+        return True
+    return False
+
+
+def _fix_infinite_sampler() -> bool:
+    misc = importlib.import_module("torch_utils.misc")
+    sampler = getattr(misc, "InfiniteSampler", None)
+    if sampler is None or _SamplerTakingDataSource in sampler.__mro__ or not _sampler_rejects_data_source():
+        return False
+    # Only upstream's class changes: its base becomes a Sampler that swallows the argument. Every other Sampler,
+    # and torch itself, are untouched.
+    sampler.__bases__ = tuple(
+        _SamplerTakingDataSource if base is torch.utils.data.Sampler else base for base in sampler.__bases__
+    )
+    return True
+
+
+def _strtobool(value: str) -> int:
+    """``distutils.util.strtobool``, which upstream's ``dnnlib.util`` imports: 1 for yes-words, 0 for no-words."""
+    word = value.lower()
+    if word in ("y", "yes", "t", "true", "on", "1"):
+        return 1
+    if word in ("n", "no", "f", "false", "off", "0"):
+        return 0
+    raise ValueError(f"invalid truth value {value!r}")
+
+
+def _fix_distutils() -> bool:
+    # Python 3.12 removed distutils; upstream's dnnlib/util.py imports strtobool from it at import time.
+    try:
+        importlib.import_module("distutils.util")
+    except ImportError:
+        package, util = types.ModuleType("distutils"), types.ModuleType("distutils.util")
+        util.strtobool = _strtobool  # type: ignore[attr-defined]
+        package.util = util  # type: ignore[attr-defined]
+        sys.modules["distutils"], sys.modules["distutils.util"] = package, util
+        return True
+    return False
+
+
+def apply_compat_fixes() -> list[str]:
+    """Make upstream's code run on current torch and Python, without touching its files; returns what was fixed.
+
+    - ``InfiniteSampler``: see :class:`_SamplerTakingDataSource`. Applied only when this torch's
+      ``Sampler.__init__`` rejects the argument, once.
+    - ``distutils.util.strtobool``: provided when ``distutils`` cannot be imported (Python >= 3.12 without
+      setuptools' copy).
+
+    The host checkout must be importable (on ``sys.path``). Idempotent: a second call fixes nothing.
+
+    Example:
+        >>> import sys, types
+        >>> misc = types.ModuleType("torch_utils.misc")
+        >>> class InfiniteSampler(torch.utils.data.Sampler):
+        ...     def __init__(self, dataset):
+        ...         super().__init__(dataset)  # what upstream does
+        ...         self.dataset = dataset
+        >>> misc.InfiniteSampler = InfiniteSampler
+        >>> sys.modules["torch_utils.misc"] = misc
+        >>> "InfiniteSampler" in apply_compat_fixes() or not _sampler_rejects_data_source()
+        True
+        >>> len(InfiniteSampler([1, 2, 3]).dataset), apply_compat_fixes()
+        (3, [])
+        >>> del sys.modules["torch_utils.misc"]
+    """
+    fixed = []
+    if _fix_distutils():
+        fixed.append("distutils.util.strtobool")
+    if _fix_infinite_sampler():
+        fixed.append("InfiniteSampler")
+    return fixed
+
+
+# ------------------------------------------------------------------------------------------- the options
+def stage_loss_kwargs(
+    options: argparse.Namespace | dict[str, Any], training_set_kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``loss_kwargs`` entries for the stage options given (JSON-friendly: strings, numbers, lists, dicts).
+
+    Only options that were given are set, so :class:`~rankplug.integrations.stylegan2_ada.RankGANLoss` keeps its
+    own defaults. A RankGAN stage ``>= 2`` without ``markers`` also gets ``marker_dataset``, a copy of the
+    training set's options, so its markers come from the training data.
+
+    Example:
+        >>> kwargs = stage_loss_kwargs({"previous": "s1.pkl", "clamp_weight": 1.0}, {"path": "data.zip"})
+        >>> kwargs["previous"], kwargs["clamp_weight"], kwargs["marker_dataset"]
+        ('s1.pkl', 1.0, {'path': 'data.zip'})
+        >>> stage_loss_kwargs({}, {"path": "data.zip"})  # stage 1
+        {'class_name': 'rankplug.integrations.stylegan2_ada.RankGANLoss'}
+    """
+    given = vars(options) if isinstance(options, argparse.Namespace) else dict(options)
+    unknown = sorted(set(given) - set(STAGE_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown stage options {unknown}; expected some of {sorted(STAGE_OPTIONS)}")
+    kwargs: dict[str, Any] = {"class_name": LOSS_CLASS}
+    for name, value in given.items():
+        kwargs[STAGE_OPTIONS[name]] = list(value) if isinstance(value, tuple) else value
+    if given.get("previous") is not None and given.get("variant", "rankgan") == "rankgan" and "markers" not in given:
+        kwargs["marker_dataset"] = dict(training_set_kwargs)
+    return kwargs
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m rankplug.integrations.stylegan2_ada_launch",
+        description="Run stylegan2-ada-pytorch's train.py with rankplug's RankGAN / GoGAN stage loss.",
+        epilog="Example: ... ~/stylegan2-ada-pytorch --previous=runs/00000-x/network-snapshot-000200.pkl "
+        "-- --outdir=runs --data=data.zip --gpus=1",
+        argument_default=argparse.SUPPRESS,  # options not given stay out of loss_kwargs: the loss's defaults hold
+    )
+    parser.add_argument("upstream", metavar="STYLEGAN2_ADA_DIR", help="your stylegan2-ada-pytorch checkout")
+    parser.add_argument("--previous", metavar="PKL", help="the stage i-1 snapshot (omit for stage 1); also --resume")
+    parser.add_argument("--variant", choices=("rankgan", "gogan"), help="stage >= 2 objective [rankgan]")
+    parser.add_argument("--margin", type=float, help="epsilon of the margin / GoGAN losses [1.0]")
+    parser.add_argument("--clamp-weight", type=float, help="RankGAN lambda_clamp [1000, the paper's]")
+    parser.add_argument("--rank-weight", type=float, help="GoGAN lambda_2 [1.0]")
+    parser.add_argument("--markers", type=float, nargs=2, metavar=("M_HIGH", "M_LOW"), help="fixed markers")
+    parser.add_argument("--marker-statistic", choices=("mean", "median"), help="markers' statistic [mean]")
+    parser.add_argument("--marker-images", type=int, help="real images the markers use, at most [5000]")
+    parser.add_argument("--previous-generator", choices=("G", "G_ema"), help="snapshot entry used as G_{i-1} [G]")
+    parser.add_argument("--sign-reference", choices=("midpoint", "zero"), help="Loss/signs/* reference [midpoint]")
+    return parser
+
+
+def _split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
+
+
+def _check_upstream(path: str) -> Path:
+    root = Path(path).expanduser().resolve()
+    missing = [name for name in UPSTREAM_FILES if not (root / name).is_file()]
+    if missing:
+        raise ValueError(
+            f"STYLEGAN2_ADA_DIR {path!r} is not a stylegan2-ada-pytorch checkout: it has no {', '.join(missing)}"
+        )
+    return root
+
+
+def _has_option(flags: Sequence[str], name: str) -> bool:
+    return any(flag == name or flag.startswith(name + "=") for flag in flags)
+
+
+# ------------------------------------------------------------------------------------------------ running
+_ORIGINAL_SUBPROCESS_FN = "_rankplug_original_subprocess_fn"
+
+
+def run_rank(rank: int, args: Any, temp_dir: str) -> None:
+    """``train.subprocess_fn`` with the compatibility fixes applied first (in this process, as every rank needs)."""
+    apply_compat_fixes()
+    train = importlib.import_module("train")
+    original = getattr(train, _ORIGINAL_SUBPROCESS_FN, train.subprocess_fn)
+    original(rank=rank, args=args, temp_dir=temp_dir)
+
+
+def install(train: Any, options: dict[str, Any]) -> None:
+    """Wrap ``train.setup_training_loop_kwargs`` and ``train.subprocess_fn`` of an imported upstream ``train``."""
+    setup = train.setup_training_loop_kwargs
+
+    def setup_with_rankplug(**config_kwargs: Any) -> tuple[str, Any]:
+        desc, args = setup(**config_kwargs)
+        rankplug_kwargs = stage_loss_kwargs(options, args.training_set_kwargs)
+        # r1_gamma and the other StyleGAN2Loss settings train.py chose stay; the class and the stage options change.
+        args.loss_kwargs.update(rankplug_kwargs)
+        return desc + "-rankplug", args
+
+    if not hasattr(train, _ORIGINAL_SUBPROCESS_FN):
+        setattr(train, _ORIGINAL_SUBPROCESS_FN, train.subprocess_fn)
+    train.setup_training_loop_kwargs = setup_with_rankplug
+    # A module-level function: torch.multiprocessing.spawn pickles it by name into every rank's process.
+    train.subprocess_fn = run_rank
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The command line (see the module docstring). ``train.main()`` may end the process, as it does upstream."""
+    ours, train_flags = _split(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    options = vars(parser.parse_args(ours))
+    try:
+        root = _check_upstream(options.pop("upstream"))
+    except ValueError as error:
+        parser.error(str(error))
+    if "marker_images" in options and options["marker_images"] < 1:
+        parser.error(f"--marker-images must be >= 1; got {options['marker_images']}")
+    if options.get("previous") is not None and not _has_option(train_flags, "--resume"):
+        train_flags.append(f"--resume={options['previous']}")
+    sys.path.insert(0, str(root))
+    fixed = apply_compat_fixes()
+    print(f"rankplug: {LOSS_CLASS} in {root / 'train.py'}; fixes: {', '.join(fixed) or 'none needed'}")
+    train = importlib.import_module("train")
+    install(train, options)
+    sys.argv = [str(root / "train.py"), *train_flags]
+    train.main()
+
+
+__all__ = ["LOSS_CLASS", "apply_compat_fixes", "install", "main", "run_rank", "stage_loss_kwargs"]
+
+if __name__ == "__main__":
+    main()
