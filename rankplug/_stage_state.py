@@ -53,6 +53,10 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 _STATE_KEYS = frozenset(
     {"format", "stage", "markers", "live", "encoder", "previous", "registered", "rng", "history", "plateau"}
 )
+# Keys a checkpoint may lack: "bank" is written only by a manager with a PreviousStageBank.
+_OPTIONAL_STATE_KEYS = frozenset({"bank"})
+_BANK_KEYS = ("stage", "draws", "fills", "size", "keep", "refresh_every", "ranks")
+_BANK_TENSORS = ("z", "images", "scores")
 _RECORD_SERIES = ("gap", "real", "fake", "prev_fake")
 _RNG_KEYS = frozenset({"torch", "python", "cuda", "numpy"})
 # Optimizers whose per-parameter state tensors have the parameter's shape, or are scalars (step counts).
@@ -154,6 +158,57 @@ def _check_history(history: Any, stage: int) -> None:
                 raise CheckpointError(f"checkpoint {where}[{key!r}] must be a list of floats; got {_kind(series)}")
         if not len(entry["gap"]) == len(entry["real"]) == len(entry["fake"]):
             raise CheckpointError(f"checkpoint {where} has gap, real and fake series of different lengths")
+
+
+def _check_bank(found: Any, stage: int, bank: Any, latent_shape: tuple[int, ...] | None) -> None:
+    """A bank entry (or ``None``) that fits ``bank``, this manager's :class:`~rankplug.stages.PreviousStageBank`:
+    same size and contents, the checkpoint's stage, and per rank ``z`` ``(K, *latent_shape)``, ``images``
+    ``(K, ...)`` and ``scores`` ``(K,)`` floating-point tensors exactly where the bank keeps them."""
+    if found is None:
+        return
+    if bank is None:
+        raise CheckpointError(
+            "checkpoint holds a previous-stage bank but this manager has none (pass StageManager(..., bank=...))"
+        )
+    _check_keys("bank", found, _BANK_KEYS)
+    for key in ("size", "keep"):
+        if found[key] != getattr(bank, key):
+            raise CheckpointError(
+                f"checkpoint bank has {key} {found[key]!r}; this manager's bank has {getattr(bank, key)!r}"
+            )
+    if not (_is_int(found["stage"]) and found["stage"] == stage and stage >= 2):
+        raise CheckpointError(
+            f"checkpoint bank is for stage {found['stage']!r}; expected the checkpoint's stage {stage} >= 2"
+        )
+    for key in ("draws", "fills"):
+        if not (_is_int(found[key]) and found[key] >= 0):
+            raise CheckpointError(f"checkpoint bank[{key!r}] must be an int >= 0; got {_kind(found[key])}")
+    ranks = found["ranks"]
+    if not (_is_list(ranks) and ranks):
+        raise CheckpointError(
+            f"checkpoint bank['ranks'] must be a non-empty list (one entry per rank); got {_kind(ranks)}"
+        )
+    size = bank.size
+    expected = {
+        "z": (size, *latent_shape) if latent_shape is not None else None,
+        "images": None,
+        "scores": (size,),
+    }
+    kept = {"z": True, "images": bank.keeps_images, "scores": bank.keeps_scores}
+    for index, entry in enumerate(ranks):
+        _check_keys(f"bank['ranks'][{index}]", entry, _BANK_TENSORS)
+        for name in _BANK_TENSORS:
+            where, value = f"bank['ranks'][{index}][{name!r}]", entry[name]
+            if not kept[name]:
+                if value is not None:
+                    raise CheckpointError(f"checkpoint {where} must be None (the bank keeps {bank.keep!r})")
+                continue
+            if not (isinstance(value, Tensor) and value.is_floating_point() and value.dim() >= 1):
+                raise CheckpointError(f"checkpoint {where} must be a floating-point tensor; got {_kind(value)}")
+            shape = expected[name]
+            if value.shape[0] != size or (shape is not None and tuple(value.shape) != shape):
+                want = shape if shape is not None else f"({size}, ...)"
+                raise CheckpointError(f"checkpoint {where} has shape {tuple(value.shape)}; expected {want}")
 
 
 def _check_rng(rng: Any) -> None:

@@ -1,4 +1,5 @@
-"""Stage handling for RankGAN and GoGAN (MATH §2-§4): frozen snapshots, markers, latents, crash-safe resume."""
+"""Stage handling for RankGAN and GoGAN (MATH §2-§4): frozen snapshots, markers, latents, the previous-stage bank,
+crash-safe resume."""
 
 from __future__ import annotations
 
@@ -15,9 +16,20 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from rankplug._checkpoint import CheckpointError, atomic_save, safe_load
-from rankplug._freeze import FrozenStage, _freeze_in_place, freeze, unwrap, use_batch_statistics
+from rankplug._freeze import (
+    BankDraw,
+    FrozenStage,
+    PreviousStageBank,
+    _freeze_in_place,
+    bank_bytes,
+    freeze,
+    unwrap,
+    use_batch_statistics,
+)
 from rankplug._stage_state import (
+    _OPTIONAL_STATE_KEYS,
     _STATE_KEYS,
+    _check_bank,
     _check_history,
     _check_keys,
     _check_markers,
@@ -115,6 +127,9 @@ class StageManager:
     - computes RankGAN's markers ``m_high = E[D_{i-1}(x)]`` and ``m_low = E[D_{i-1}(G_{i-1}(z))]`` (Eq. 6) with
       the frozen previous stage, over all ranks under ``torch.distributed``;
     - draws latents ``z ~ N(0, I)``, or ``z ~ N(mu(x), sigma(x))`` from an encoder (RankGAN Sec. 3.3);
+    - optionally keeps a :class:`PreviousStageBank` of latents with the frozen stage's outputs on them, so that a
+      critic step draws ``z``, ``G_{i-1}(z)`` and ``D_{i-1}(G_{i-1}(z))`` (:meth:`draw_previous`) instead of
+      running the frozen networks, with the pairs of RankGAN Eq. 4 and GoGAN Eq. 4 exact;
     - decides when a stage ends (fixed length, or a plateau of the gap ``Gamma`` of GoGAN Eq. 6) and records
       ``Gamma`` and the score ladder ``D_i(x)``, ``D_i(G_i(z))``, ``D_i(G_{i-1}(z))`` per stage;
     - saves and resumes everything atomically: weights, optimizers, scaler, EMA, RNG states, history. The file
@@ -135,6 +150,8 @@ class StageManager:
         plateau_patience: end a stage once ``Gamma`` has stayed within ``plateau_tolerance`` of a reference
             value for this many consecutive :meth:`record` calls (``None``: off).
         plateau_tolerance: the band for the plateau test, in score units.
+        bank: an opt-in :class:`PreviousStageBank` (``None``: off), emptied at every :meth:`advance`, filled at
+            the first :meth:`draw_previous` of a stage (or by :meth:`fill_bank`), saved with the checkpoint.
 
     Example:
         >>> G = torch.nn.Sequential(torch.nn.Linear(4, 8))
@@ -170,6 +187,7 @@ class StageManager:
         stage_length: int | None = None,
         plateau_patience: int | None = None,
         plateau_tolerance: float = 0.05,
+        bank: PreviousStageBank | None = None,
     ) -> None:
         for name, module in (("generator", generator), ("discriminator", discriminator)):
             if not isinstance(module, nn.Module):
@@ -194,6 +212,9 @@ class StageManager:
             None if plateau_patience is None else check_positive_int(plateau_patience, "plateau_patience")
         )
         self.plateau_tolerance = check_nonnegative(plateau_tolerance, "plateau_tolerance")
+        if bank is not None and not isinstance(bank, PreviousStageBank):
+            raise TypeError(f"bank must be a PreviousStageBank or None; got {type(bank).__name__}")
+        self.bank = bank
         self.stage = 1
         self.previous: FrozenStage | None = None
         self.markers: tuple[float, float] | None = None
@@ -254,6 +275,8 @@ class StageManager:
                     obj.state.clear()
         self.stage += 1
         self.markers = None
+        if self.bank is not None:
+            self.bank.clear()  # its outputs were the old previous stage's
         self.history.append(self._new_stage_record(self.stage))
         self._plateau_reference, self._plateau_count = None, 0
 
@@ -277,7 +300,7 @@ class StageManager:
             raise failure
 
     def memory_footprint(self) -> dict[str, int]:
-        """Number and bytes of the distinct parameter and buffer tensors the manager holds in memory."""
+        """Number and bytes of the distinct parameter and buffer tensors the manager holds in memory (and the bank's)."""
         seen: dict[int, int] = {}
         modules = list(self._live().values())
         if self.encoder is not None:
@@ -287,6 +310,10 @@ class StageManager:
         for module in modules:
             for tensor in list(module.parameters()) + list(module.buffers()):
                 seen[id(tensor)] = tensor.numel() * tensor.element_size()
+        held = self.bank.tensors().values() if self.bank is not None else ()
+        for kept in held:
+            if kept is not None:
+                seen[id(kept)] = kept.numel() * kept.element_size()
         return {"tensors": len(seen), "bytes": sum(seen.values())}
 
     # ------------------------------------------------------------------------------------------------ latents
@@ -371,6 +398,69 @@ class StageManager:
             losses.append(total / max(count, 1))
         _freeze_in_place(encoder)
         return losses
+
+    # -------------------------------------------------------------------------------------------------- bank
+    def _require_bank(self) -> PreviousStageBank:
+        if self.bank is None:
+            raise ValueError("this manager has no bank; pass StageManager(..., bank=PreviousStageBank(size))")
+        if self.previous is None:
+            raise ValueError("the bank holds the previous stage's outputs; call advance() first (stage 1 has none)")
+        return self.bank
+
+    def fill_bank(self, real_batches: Iterable[Any] | None = None) -> PreviousStageBank:
+        """Fill the bank now with ``K`` fresh latents and the frozen previous stage's outputs on them.
+
+        The latents come from :meth:`sample_latent`: the prior, or with an encoder ``z ~ N(mu(x), sigma(x))`` of
+        the first ``K`` images of ``real_batches`` (required then: batches of ``x`` or ``(x, y, ...)``). Each
+        rank under ``torch.distributed`` fills its own bank from its own random state (no collectives).
+
+        Raises:
+            ValueError: no bank, stage 1, or an encoder with fewer than ``K`` real images.
+        """
+        bank = self._require_bank()
+        assert self.previous is not None  # checked by _require_bank
+        if self.encoder is None:
+            latents = self.sample_latent(bank.size)
+        else:
+            if real_batches is None:
+                raise ValueError(
+                    f"with an encoder the bank's latents come from real images: pass real_batches holding at least "
+                    f"{bank.size} images to fill_bank (draw_previous cannot fill it)"
+                )
+            parts, count = [], 0
+            for batch in real_batches:
+                x = _real_of(batch).to(self._device())
+                parts.append(self.sample_latent(x.shape[0], real=x))
+                count += x.shape[0]
+                if count >= bank.size:
+                    break
+            if count < bank.size:
+                raise ValueError(f"real_batches hold {count} images; the bank needs {bank.size}")
+            latents = torch.cat(parts)[: bank.size]
+        bank.fill(self.stage, latents, self.previous.generator, self.previous.discriminator, self._scores)
+        return bank
+
+    def draw_previous(self, n: int) -> BankDraw:
+        """``n`` latents with ``G_{i-1}(z)`` and/or ``D_{i-1}(G_{i-1}(z))`` from the bank (RankGAN / GoGAN Eq. 4).
+
+        Feed ``draw.z`` to the live generator: its samples then pair exactly with ``draw.images`` (scored by the
+        current critic, RankGAN) or ``draw.scores`` (the frozen critic's scores, GoGAN). Without an encoder the
+        bank fills itself when it is empty or its refresh is due; with one, call :meth:`fill_bank` then (see
+        :attr:`bank_due`).
+
+        Shape:
+            - Output: ``z`` ``(n, *latent_shape)``, ``images`` ``(n, *image_shape)``, ``scores`` ``(n,)``, on the
+              generator's device.
+        """
+        bank = self._require_bank()
+        if bank.due(self.stage):
+            self.fill_bank()
+        return bank.draw(n, self._device())
+
+    @property
+    def bank_due(self) -> bool:
+        """Whether the next :meth:`draw_previous` fills the bank first (``False`` without a bank or at stage 1)."""
+        return self.bank is not None and self.previous is not None and self.bank.due(self.stage)
 
     # ------------------------------------------------------------------------------------------------ markers
     def compute_markers(
@@ -499,7 +589,37 @@ class StageManager:
                 "stage": self.previous.stage,
                 "weights": {name: module.state_dict() for name, module in self.previous.modules().items()},
             }
+        if self.bank is not None:  # the key exists only with a bank, so checkpoints without one are as before
+            state["bank"] = self._bank_state([self.bank.tensors()])
         return state
+
+    def _bank_state(self, ranks: list[dict[str, Tensor | None]]) -> dict[str, Any] | None:
+        """The bank's checkpoint entry: settings, progress and one set of tensors per rank (``None`` if empty)."""
+        bank = self.bank
+        if bank is None or not bank.filled:
+            return None
+        return {"stage": bank.stage, "draws": bank.draws, "fills": bank.fills, **bank.settings(), "ranks": ranks}
+
+    def _gathered_bank(self) -> list[dict[str, Tensor | None]] | None:
+        """Every rank's bank tensors, on every rank (a collective), or ``None`` unless every rank's bank is filled."""
+        assert self.bank is not None
+        device = self._device()
+        filled = torch.tensor([int(self.bank.filled)], device=device)
+        dist.all_reduce(filled, op=dist.ReduceOp.MIN)
+        if not int(filled.item()):
+            return None
+        ranks: list[dict[str, Tensor | None]] = [{} for _ in range(_world())]
+        for name, tensor in self.bank.tensors().items():
+            if tensor is None:
+                for entry in ranks:
+                    entry[name] = None
+                continue
+            local = tensor.to(device)
+            parts = [torch.empty_like(local) for _ in range(_world())]
+            dist.all_gather(parts, local.contiguous())
+            for entry, part in zip(ranks, parts):
+                entry[name] = part.to(tensor.device)
+        return ranks
 
     def load_state_dict(self, state: Mapping[str, Any], *, restore_rng: bool = True) -> None:
         """Restore :meth:`state_dict`'s output, all or nothing; frozen copies are rebuilt from the live modules.
@@ -535,7 +655,7 @@ class StageManager:
         if not isinstance(state, Mapping) or state.get("format") != FORMAT_VERSION:
             found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
             raise CheckpointError(f"not a StageManager checkpoint of format {FORMAT_VERSION} (got format {found!r})")
-        _check_keys("(top level)", state, _STATE_KEYS)
+        _check_keys("(top level)", state, _STATE_KEYS | (_OPTIONAL_STATE_KEYS & set(state)))
         stage = state["stage"]
         if not (_is_int(stage) and stage >= 1):
             raise CheckpointError(f"checkpoint stage must be an int >= 1; got {_kind(stage)}")
@@ -544,6 +664,7 @@ class StageManager:
         _check_history(state["history"], stage)
         _check_rng(state["rng"])
         self._check_networks(state)
+        _check_bank(state.get("bank"), stage, self.bank, self.latent_shape)
         _check_keys("registered", state["registered"], self._registered)
         for name, obj in self._registered.items():
             if isinstance(obj, torch.optim.Optimizer):
@@ -579,6 +700,7 @@ class StageManager:
             "registered": {name: copy.deepcopy(obj.state_dict()) for name, obj in self._registered.items()},
             "rng": _rng_state(),
             "fields": tuple(getattr(self, name) for name in _RESTORED_FIELDS),
+            "bank": None if self.bank is None else self.bank.snapshot(),
         }
 
     def _restore(self, backup: Mapping[str, Any]) -> list[str]:
@@ -595,6 +717,8 @@ class StageManager:
                 unrestored.append(name)
         for name, value in zip(_RESTORED_FIELDS, backup["fields"]):
             setattr(self, name, value)
+        if self.bank is not None:
+            self.bank.restore(backup["bank"])
         _set_rng_state(backup["rng"])
         return unrestored
 
@@ -622,21 +746,48 @@ class StageManager:
         self.history = copy.deepcopy(list(state["history"]))
         reference, count = state["plateau"]
         self._plateau_reference, self._plateau_count = reference, count
+        self._apply_bank(state.get("bank"))
         if restore_rng:
             _set_rng_state(state["rng"])
+
+    def _apply_bank(self, found: Mapping[str, Any] | None) -> None:
+        """This rank's bank from a checked checkpoint entry; emptied (refilled at the next draw) when the entry is
+        ``None`` or was written by another number of ranks."""
+        if self.bank is None:
+            return
+        if found is None:
+            self.bank.clear()
+            return
+        ranks = found["ranks"]
+        if len(ranks) != _world():
+            warnings.warn(
+                f"the checkpoint's bank was written by {len(ranks)} rank(s) and this run has {_world()}; the bank is "
+                "emptied and refilled at the next draw",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self.bank.clear()
+            return
+        self.bank.load(found["stage"], dict(ranks[_rank()]), found["draws"], found["fills"])
 
     def save(self, directory: str | Path | None = None) -> Path | None:
         """Write the checkpoint atomically to ``directory`` (default: the manager's), on rank 0 only.
 
         A process killed at any instant during the save leaves the previous checkpoint intact and loadable; the
         file layout (a SHA-256 header, then the ``torch.save`` payload) is described in
-        :mod:`rankplug._checkpoint`. Returns the path written (``None`` on other ranks).
+        :mod:`rankplug._checkpoint`. Returns the path written (``None`` on other ranks). With a bank under
+        ``torch.distributed`` every rank's bank is gathered into the one file (a collective: call ``save`` on every
+        rank, as its barrier already requires), and each rank gets its own back at :meth:`load` when the number of
+        ranks is the same.
 
         Raises:
             OSError: the file could not be written (a full disk); the previous checkpoint is intact.
         """
         target = self._directory(directory)
         state = self.state_dict()  # every rank builds it: state_dict involves no collectives
+        if self.bank is not None and _world() > 1:
+            ranks = self._gathered_bank()  # collective: each rank's own bank goes into the one file
+            state["bank"] = None if ranks is None else self._bank_state(ranks)
         path = None
         if _rank() == 0:
             path = atomic_save(state, target / CHECKPOINT_NAME)
@@ -685,4 +836,14 @@ def _progress(iterable: Iterable[Any], enabled: bool, description: str) -> Itera
     return tqdm(iterable, desc=description)
 
 
-__all__ = ["FrozenStage", "StageManager", "freeze", "marker_statistics", "unwrap", "use_batch_statistics"]
+__all__ = [
+    "BankDraw",
+    "FrozenStage",
+    "PreviousStageBank",
+    "StageManager",
+    "bank_bytes",
+    "freeze",
+    "marker_statistics",
+    "unwrap",
+    "use_batch_statistics",
+]
