@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rankplug._validation import IMAGE_SIZES, check_flag, check_image_size, check_int_in, check_one_of, check_real_in
-from rankplug.objectives import VARIANTS
+from rankplug.objectives import STAGED, VARIANTS
 
 SIZES = IMAGE_SIZES
 DATA_KINDS = ("digits", "folder", "cifar10")
@@ -85,6 +85,9 @@ class TrainConfig:
     aam_scale: float = 16.0
     aam_margin: float = 0.3
     marker_images: int = 4096  #: real images (all ranks together) over which RankGAN's markers are taken
+    #: latents in the previous-stage bank (0: off): critic steps of stage >= 2 reuse G_{i-1}(z) / D_{i-1}(G_{i-1}(z))
+    bank_size: int = 0
+    bank_refresh: int = 0  #: critic steps between re-draws of the bank (0: once per stage)
     ema: float = 0.0  #: decay of the generator's EMA (0: off)
     amp: bool = False
     device: str = "cpu"
@@ -108,6 +111,10 @@ class TrainConfig:
             raise ValueError(
                 f"class_head {self.class_head!r} is for the score variants without stages; got {self.method!r}"
             )
+        if self.bank_size and self.method not in STAGED:
+            raise ValueError(f"bank_size is for the staged methods ({', '.join(STAGED)}); got method {self.method!r}")
+        if self.bank_refresh and not self.bank_size:
+            raise ValueError(f"bank_refresh needs a bank (bank_size >= 1); got bank_refresh {self.bank_refresh}")
         if self.critic_norm == "batch" and self.gp_weight > 0 and self.method not in ("mbgan", "dcgan"):
             raise ValueError("critic_norm 'batch' breaks the per-sample gradient penalty; set gp_weight 0 or use none")
 
@@ -246,6 +253,8 @@ _CHECKS: dict[str, Callable[[object, str], Any]] = {
     "aam_scale": _real_in(0.0, 1e4, open_low=True),
     "aam_margin": _real_in(0.0, math.pi / 2 - 1e-9),
     "marker_images": _int_in(1, _BIG),
+    "bank_size": _int_in(0, 10**8),
+    "bank_refresh": _int_in(0, _BIG),
     "ema": _real_in(0.0, 0.999999),
     "amp": check_flag,
     "device": _device,

@@ -5,7 +5,10 @@ The method's objective comes from :class:`rankplug.StageObjective` (which loss a
 conditional GAN's auxiliary classifier from :class:`~rankplug.training.models.ClassHead`. Per generator step the
 loop makes ``n_critic`` critic steps and one generator step, records the score ladder every ``log_every`` steps,
 and at the end of a stage writes ``models-stage{i}.pt`` and the manager's checkpoint, freezes the stage and,
-for RankGAN, takes the markers of the next one over ``marker_images`` real images.
+for RankGAN, takes the markers of the next one over ``marker_images`` real images. With ``bank_size`` the critic
+steps of stage >= 2 draw their latents from the manager's :class:`~rankplug.stages.PreviousStageBank` and reuse
+the frozen stage's outputs on them (``G_{i-1}(z)`` for RankGAN, ``D_{i-1}(G_{i-1}(z))`` for GoGAN) instead of
+running the frozen networks at every step.
 
 **RNG policy.** Everything draws from the global torch RNG, which the manager saves and restores; the real
 batches come from a sampler re-seeded from it at every stage start. A run is deterministic for a seed on CPU and a
@@ -30,8 +33,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rankplug._checkpoint import atomic_save
+from rankplug._freeze import BankKeep
 from rankplug.objectives import StageObjective, critic_judge
-from rankplug.stages import StageManager
+from rankplug.stages import BankDraw, PreviousStageBank, StageManager
 from rankplug.training import distributed
 from rankplug.training.config import TrainConfig
 from rankplug.training.models import Discriminator, Encoder, Generator
@@ -224,6 +228,10 @@ class Trainer:
         self.num_classes = num_classes
         self.reals = RealBatches(dataset, config.batch_size, config.workers, context.device)
         self.objective = StageObjective(config.method, **{name: getattr(config, name) for name in OBJECTIVE_SETTINGS})
+        bank = None
+        if config.bank_size:  # the current critic scores G_{i-1}(z) (RankGAN Eq. 4), or the frozen one (GoGAN Eq. 4)
+            keep: BankKeep = "images" if self.objective.judge(2) == "current" else "scores"
+            bank = PreviousStageBank(config.bank_size, keep=keep, refresh_every=config.bank_refresh or None)
         self.manager = StageManager(
             self.nets.G,
             self.nets.D,
@@ -235,6 +243,7 @@ class Trainer:
             stage_length=config.steps_per_stage // config.log_every,
             plateau_patience=config.plateau_patience,
             plateau_tolerance=config.plateau_tolerance,
+            bank=bank,
         )
         self.info = RunInfo(config)
         for name, obj in (("opt_g", self.nets.opt_g), ("opt_d", self.nets.opt_d), ("scaler", self.nets.scaler)):
@@ -300,6 +309,17 @@ class Trainer:
         labels = torch.randint(self.num_classes, (x.shape[0],), device=x.device) if self.config.conditional else None
         return z, labels
 
+    def bank_draw(self, n: int) -> BankDraw | None:
+        """A batch of latents with the frozen stage's outputs from the bank, ``None`` without one. With an encoder
+        the bank is refilled from ``bank_size`` real images when it is due (its latents are ``z ~ q(z | x)``)."""
+        manager = self.manager
+        if manager.bank is None:
+            return None
+        with self.nets.autocast():  # the frozen outputs in the precision the step would compute them in
+            if manager.bank_due and self.nets.E is not None:
+                manager.fill_bank(self.reals.take(self.config.bank_size))
+            return manager.draw_previous(n)
+
     def critic(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """The critic's output (float32) and class logits (``None`` unless conditional)."""
         if self.config.conditional:
@@ -327,15 +347,23 @@ class Trainer:
     def critic_step(self) -> dict[str, Any]:
         nets, stage, objective = self.nets, self.manager.stage, self.objective
         x, y = self.reals.next()
-        z, c = self.latents(x)
-        with torch.no_grad(), nets.autocast():
-            fake = nets.G(z, c).float()
         previous = self.manager.previous if objective.staged else None
         judge = critic_judge(objective, stage, nets.D, None if previous is None else previous.discriminator)
+        draw = None if judge is None else self.bank_draw(x.shape[0])
+        # With the bank, z comes with G_{i-1}(z) (or its frozen score): the same z feeds G_i, so Eq. 4 pairs exactly.
+        # The staged methods are unconditional (TrainConfig), so a drawn z needs no labels.
+        z, c = self.latents(x) if draw is None else (draw.z, None)
+        with torch.no_grad(), nets.autocast():
+            fake = nets.G(z, c).float()
         extra: dict[str, Tensor] = {}
         with nets.autocast():
             (real_out, real_logits), (fake_out, _) = self.critic_pair(x, fake)
-            prev = None if judge is None else judge(previous.generator(z)).float()  # type: ignore[union-attr]
+            prev = None
+            if draw is not None and draw.scores is not None:  # GoGAN: the frozen critic's score, kept
+                prev = draw.scores.float()
+            elif judge is not None:  # the judge on G_{i-1}(z), kept in the bank or made now
+                prev_fake = previous.generator(z) if draw is None else draw.images  # type: ignore[union-attr]
+                prev = judge(prev_fake).float()
             if objective.embeds:  # MBGAN Eq. 1 needs a second real sample x_j and the images of Eq. 4
                 positive, _ = self.reals.next()
                 extra = {"positive": self.critic(positive)[0], "positive_images": positive, "fake_images": fake}
