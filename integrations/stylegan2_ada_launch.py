@@ -266,7 +266,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     train = importlib.import_module("train")
     install(train, options)
     sys.argv = [str(root / "train.py"), *train_flags]
-    train.main()
+    command = train.main
+    if callable(getattr(command, "main", None)):  # upstream's click command: name it train.py in its messages
+        command.main(args=train_flags, prog_name="train.py")
+    else:
+        command()
 
 
 __all__ = ["LOSS_CLASS", "apply_compat_fixes", "install", "main", "run_rank", "stage_loss_kwargs"]

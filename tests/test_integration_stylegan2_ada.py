@@ -395,3 +395,56 @@ def test_docstring_examples_of_the_integration_run():
 
     result = doctest.testmod(stylegan2_ada, extraglobs={"torch": torch}, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
+
+
+def _write_folder(folder, count):
+    """``count`` 16x16 RGB PNGs of the toy stripes; returns them as the host's loop would see them, in [-1, 1]."""
+    from PIL import Image
+
+    folder.mkdir()
+    images = real_batch(count, torch.Generator().manual_seed(7))
+    pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    for index, image in enumerate(pixels):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{index:03d}.png")
+    return pixels.float() / 127.5 - 1
+
+
+@pytest.mark.parametrize("marker_images", [5000, 5])
+def test_markers_from_a_marker_dataset_use_its_images(host, stage1, tmp_path, marker_images, capsys):
+    images = _write_folder(tmp_path / "data", 12)
+    spec = {"class_name": "training.dataset.ImageFolderDataset", "path": str(tmp_path / "data"), "xflip": False}
+    _, D, augment_pipe, loss = stage2(host, stage1, "rankgan", marker_dataset=spec, marker_images=marker_images)
+    augment_pipe.p.fill_(0.0)  # identity pipe: the markers are the frozen D's plain scores
+    run_phase(loss, "Dmain", D, real_batch(4), torch.randn(4, Z_DIM), torch.zeros(4, 0))
+    count = min(marker_images, 12)
+    assert loss.marker_sample_sizes == (count, count)  # the whole set when it is smaller than marker_images
+    chosen = torch.randperm(12, generator=torch.Generator().manual_seed(0))[:count]
+    with torch.no_grad():
+        expected = stage1.D(images[chosen], torch.zeros(count, 0)).double().mean()
+    m_high, m_low = loss.markers
+    assert m_high == pytest.approx(float(expected), abs=1e-5)
+    assert m_low <= m_high
+    assert f"from {count} real images and {count} previous-stage fakes" in capsys.readouterr().out
+    # Once per stage: a second Dmain keeps them.
+    run_phase(loss, "Dmain", D, real_batch(4), torch.randn(4, Z_DIM), torch.zeros(4, 0))
+    assert loss.markers == (m_high, m_low)
+
+
+def test_a_path_is_a_marker_dataset_too(host, stage1, tmp_path):
+    _write_folder(tmp_path / "data", 6)
+    _, D, _, loss = stage2(host, stage1, "rankgan", marker_dataset=str(tmp_path / "data"))
+    run_phase(loss, "Dmain", D, real_batch(4), torch.randn(4, Z_DIM), torch.zeros(4, 0))
+    assert loss.marker_sample_sizes == (6, 6)
+
+
+def test_bad_marker_options_fail_at_construction_by_name(host, stage1, tmp_path):
+    G, D, augment_pipe = make_networks(host)
+    with pytest.raises(ValueError, match=r"marker_data .* or marker_dataset .*, not both"):
+        build_loss(host, G, D, augment_pipe, marker_data=[real_batch(2)], marker_dataset="data")
+    with pytest.raises(TypeError, match="marker_dataset must be a data set path or the host's training_set_kwargs"):
+        build_loss(host, G, D, augment_pipe, marker_dataset=3)
+    with pytest.raises(ValueError, match="marker_images"):
+        build_loss(host, G, D, augment_pipe, marker_dataset="data", marker_images=0)
+    _, D, _, loss = stage2(host, stage1, "rankgan", marker_dataset={"class_name": "no_such_host.Data", "path": "x"})
+    with pytest.raises(ImportError, match=r"marker_dataset needs the host's 'no_such_host\.Data'"):
+        run_phase(loss, "Dmain", D, real_batch(4), torch.randn(4, Z_DIM), torch.zeros(4, 0))
