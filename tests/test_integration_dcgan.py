@@ -29,7 +29,7 @@ from rankplug.functional import (
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "standins" / "dcgan_main.py"
 EXAMPLES = ROOT / "examples"
-MARKER = "# STANDIN-CRITERION-LINE"
+CRITERION_LINE = "criterion = nn.BCELoss()\n"  # upstream's line, exactly once in the stand-in
 # What docs/integrations_dcgan.md tells users to put in place of upstream's `criterion = nn.BCELoss()`.
 REPLACEMENT = (
     "import rankplug.integrations.dcgan\ncriterion = rankplug.integrations.dcgan.margin_criterion(netD, margin=1.0)\n"
@@ -57,9 +57,8 @@ G_KEYS.append("main.12.weight")
 
 def patched_source() -> str:
     lines = STANDIN.read_text().splitlines(keepends=True)
-    hits = [i for i, line in enumerate(lines) if MARKER in line]
+    hits = [i for i, line in enumerate(lines) if line == CRITERION_LINE]
     assert len(hits) == 1, hits
-    assert lines[hits[0]].startswith("criterion = nn.BCELoss()")
     lines[hits[0]] = REPLACEMENT
     return "".join(lines)
 
