@@ -39,11 +39,22 @@ from typing import IO, Any, NamedTuple
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from rankplug.integrations.stylegan2_ada import RankGANLoss
 
 SNAPSHOT = "network-snapshot.pt"
 LOGGED = ("Loss/scores/real", "Loss/scores/fake", "Loss/signs/real", "Loss/G/loss", "Loss/D/loss")
+#: Logged from stage 2 on: the judge's scores of G_{i-1}(z) and, for RankGAN, the markers (absent at stage 1).
+STAGE_LOGGED = ("Loss/scores/prev_fake", "Loss/markers/high", "Loss/markers/low")
+#: The data a run can train on: the loop's own toy stripes, or rankplug's data sets (rankplug.data.open_dataset).
+DATA_KINDS = ("toy", "digits", "folder", "cifar10")
+#: RankGAN's lambda_clamp here: 1, the authors' code's value, not the core's default (the paper's 1000, set with the
+#: paper's learning rates, 5e-5 / 1e-4). At this loop's StyleGAN2 learning rate (2e-3) the clamp, 1000 times the
+#: ranking term, takes over the critic: on 64 16x16 stripe images, stage 2 after a 60-step stage 1, 120 steps,
+#: clamp 1000 gave a critic loss of 56 at step 40 and scored the fakes above the data (14.2 vs 10.9), while clamp 1
+#: kept the ladder, D(x) 6.2 > D(G_i(z)) -1.23 = D(G_{i-1}(z)) -1.23, at a critic loss of 0.12.
+CLAMP_WEIGHT = 1.0
 
 
 # ------------------------------------------------------------------------ networks in the host's call shapes
@@ -346,6 +357,57 @@ def real_batches(data: Tensor | None, n: int, shape: dict[str, int], generator: 
             yield data[torch.randint(0, data.shape[0], (n,), generator=generator)]
 
 
+def dataset_batches(dataset: Dataset[Any], n: int, *, seed: int, rank: int, world: int) -> Iterator[Tensor]:
+    """Endless batches of ``n`` images of ``dataset`` (``(image, label)`` items) through ``rankplug.data.make_loader``.
+
+    Under ``torch.distributed`` each rank reads its own shard (a ``DistributedSampler``), a new order per epoch.
+    """
+    from rankplug.data import make_loader
+
+    sampler = None
+    if world > 1:
+        sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, seed=seed, drop_last=True)
+    loader = make_loader(dataset, n, seed=seed, sampler=sampler)
+    epoch = 0
+    while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        for images, _ in loader:
+            yield images
+        epoch += 1
+
+
+def marker_batches(
+    dataset: Dataset[Any] | None, count: int, n: int, shape: dict[str, int], *, rank: int, world: int
+) -> list[Tensor]:
+    """This rank's share of ``count`` real images for RankGAN's markers (Eq. 6), in batches of ``n``.
+
+    From ``dataset``: the same seeded choice of ``min(count, len(dataset))`` images on every rank, every
+    ``world``-th of them here; without one, ``count`` toy images split the same way. The loss gathers the scores
+    over the ranks, so the markers cover the whole choice once and agree on every rank.
+    """
+    if dataset is None:
+        images = toy_images(count, shape["resolution"], shape["channels"], torch.Generator().manual_seed(12345))
+        share = images[rank::world]
+    else:
+        chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[: min(count, len(dataset))]
+        share = torch.stack([dataset[int(i)][0] for i in chosen[rank::world]]) if len(chosen) > rank else None
+    if share is None or share.shape[0] == 0:
+        return []
+    return list(share.split(n))
+
+
+def open_data(kind: str, root: str | None, resolution: int, channels: int) -> Dataset[Any] | None:
+    """``None`` for the toy stripes, else ``rankplug.data.open_dataset(kind, root, resolution, split="train")``."""
+    if kind not in DATA_KINDS:
+        raise ValueError(f"data kind must be one of {DATA_KINDS}; got {kind!r}")
+    if kind == "toy":
+        return None
+    from rankplug.data import open_dataset
+
+    return open_dataset(kind, root, resolution, split="train", channels=channels if kind == "folder" else None)
+
+
 def _setup_distributed() -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -409,7 +471,10 @@ class RunLog:
         self.history: list[dict[str, float]] = []
 
     def write(self, stats: Stats, step: int, augment_p: float) -> None:
-        entry = stats.means(LOGGED)  # a collective: every rank calls it
+        entry = stats.means(LOGGED + STAGE_LOGGED)  # a collective: every rank calls it
+        for name in STAGE_LOGGED:  # not reported at stage 1 (or by GoGAN, for the markers): left out, not NaN
+            if math.isnan(entry[name]):
+                del entry[name]
         entry.update(step=step, augment_p=augment_p)
         stats.reset()
         self.history.append(entry)
@@ -447,6 +512,8 @@ def train(
     log_every: int = 10,
     seed: int = 0,
     data: Tensor | None = None,
+    dataset: Dataset[Any] | None = None,
+    marker_images: int = 5000,
     loss_kwargs: dict[str, Any] | None = None,
     verbose: bool = True,
 ) -> dict[str, Any]:
@@ -455,9 +522,14 @@ def train(
     ``batch`` is the global batch per step, split over the ranks and into rounds of ``batch_gpu``. ``resume`` is a
     snapshot whose ``G``, ``D`` and ``G_ema`` initialise the networks (the next stage starts from the previous
     one); ``previous`` is the previous stage's snapshot (``None``: stage 1); ``loss_kwargs`` go to
-    :class:`RankGANLoss` (``variant=``, ``margin=``, ``clamp_weight=``, ...). ``data`` is an optional
-    ``(M, C, R, R)`` tensor in ``[-1, 1]``; toy stripes otherwise. Rank 0 writes ``stats.jsonl`` (one line per
-    ``log_every`` steps) and ``network-snapshot.pt`` and, with ``verbose``, prints each log line.
+    :class:`RankGANLoss` (``variant=``, ``margin=``, ``clamp_weight=``, ...; ``clamp_weight`` defaults to
+    :data:`CLAMP_WEIGHT` here, see there why). The real images are ``dataset`` (a map-style data set of
+    ``(image (C, R, R) in [-1, 1], label)``, e.g. from :func:`rankplug.data.open_dataset`, read through
+    :func:`rankplug.data.make_loader`), else ``data``, an ``(M, C, R, R)`` tensor in ``[-1, 1]``, else toy stripes.
+    At a RankGAN stage ``>= 2`` the markers (Eq. 6) come from ``marker_images`` real images, split among the
+    ranks (:func:`marker_batches`). Rank 0 writes ``stats.jsonl`` (one line per ``log_every`` steps, with
+    ``Loss/scores/prev_fake`` and the markers from stage 2 on) and ``network-snapshot.pt`` and, with ``verbose``,
+    prints each log line.
 
     Returns:
         ``{"history": [...], "augment_p": float, "snapshot": path or None}`` (the same on every rank).
@@ -477,6 +549,15 @@ def train(
     shape = {"resolution": resolution, "channels": channels, "z_dim": z_dim, "w_dim": w_dim}
     torch.manual_seed(seed)  # identical initial weights on every rank (DDP also broadcasts them)
     networks, loss_kwargs = _stage_networks(resume, previous, shape, device, loss_kwargs)
+    loss_kwargs.setdefault("clamp_weight", CLAMP_WEIGHT)
+    if previous is not None and loss_kwargs.get("variant", "rankgan") == "rankgan" and "markers" not in loss_kwargs:
+        if dataset is None and data is not None:
+            chosen = data[torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(0))[:marker_images]]
+            share = list(chosen[rank::world].split(batch_gpu))
+        else:
+            share = marker_batches(dataset, marker_images, batch_gpu, shape, rank=rank, world=world)
+        loss_kwargs.setdefault("marker_data", share)
+        loss_kwargs.setdefault("marker_batches", max(len(share), 1))
     torch.manual_seed(seed * world + rank)  # from here on, each rank draws its own latents and augmentations
     augment = AdaptiveAugment(augment_p).train().to(device)
     ada = ADA(augment, target=ada_target, interval=ada_interval, kimg=ada_kimg, batch=batch)
@@ -484,14 +565,25 @@ def train(
     report = fan_out(ada.report, stats.report)
     loss = RankGANLoss(device, augment_pipe=augment, report=report, **_loss_modules(networks, world), **loss_kwargs)
     phases = make_phases(networks, lr=lr, G_reg_interval=G_reg_interval, D_reg_interval=D_reg_interval)
-    reals = real_batches(data, batch // world, shape, torch.Generator().manual_seed(seed * world + rank))
+    if dataset is not None:
+        reals = dataset_batches(dataset, batch // world, seed=seed, rank=rank, world=world)
+    else:
+        reals = real_batches(data, batch // world, shape, torch.Generator().manual_seed(seed * world + rank))
     ema_beta = 0.5 ** (batch / max(ema_kimg * 1000, 1e-8))
     log = RunLog(run_dir / "stats.jsonl" if rank == 0 else None, verbose)
+    if verbose and rank == 0 and previous is not None:
+        print(f"previous stage: {previous} ({loss.variant})", flush=True)
     try:
         for step in range(1, iterations + 1):
             run_phases(loss, phases, next(reals).to(device).split(batch_gpu), step - 1, z_dim)
             update_ema(networks.G_ema, networks.G, ema_beta)
             ada.update(step)
+            if step == 1 and verbose and rank == 0 and loss.markers is not None:
+                print(
+                    f"markers m_high={loss.markers[0]:.4g} m_low={loss.markers[1]:.4g} from "
+                    f"{loss.marker_sample_sizes[0] if loss.marker_sample_sizes else '?'} real images",
+                    flush=True,
+                )
             if step % log_every == 0 or step == iterations:
                 log.write(stats, step, float(augment.p))
     finally:
@@ -523,8 +615,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--previous", help="the previous stage's snapshot (omit for stage 1)")
     parser.add_argument("--variant", choices=("rankgan", "gogan"), default="rankgan")
     parser.add_argument("--margin", type=float, default=1.0)
-    parser.add_argument("--clamp-weight", type=float, default=1.0, help="RankGAN lambda_clamp (paper 1000)")
+    parser.add_argument(
+        "--clamp-weight",
+        type=float,
+        default=CLAMP_WEIGHT,
+        help=f"RankGAN lambda_clamp [{CLAMP_WEIGHT:g}, the authors' code's: the paper's 1000 swamps the ranking term "
+        "at this loop's learning rate]",
+    )
     parser.add_argument("--marker-statistic", choices=("mean", "median"), default="mean")
+    parser.add_argument("--data", choices=DATA_KINDS, default="toy", help="toy stripes or a rankplug data set [toy]")
+    parser.add_argument("--data-root", help="the image folder (--data folder) or CIFAR-10 root (--data cifar10)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), help="image channels [3; 1 for --data digits]")
+    parser.add_argument("--marker-images", type=int, default=5000, help="real images for RankGAN's markers [5000]")
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -533,6 +635,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command-line entry: ``python examples/stylegan2_ada_compact_loop.py --help``."""
     args = parse_args(argv)
+    channels = args.channels or (1 if args.data == "digits" else 3)
+    dataset = open_data(args.data, args.data_root, args.resolution, channels)
     loss_kwargs = {
         "r1_gamma": args.r1_gamma,
         "pl_weight": args.pl_weight,
@@ -557,6 +661,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             previous=args.previous,
             log_every=args.log_every,
             seed=args.seed,
+            channels=channels,
+            dataset=dataset,
+            marker_images=args.marker_images,
             loss_kwargs=loss_kwargs,
         )
     finally:

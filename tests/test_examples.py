@@ -109,3 +109,57 @@ def test_compact_loop_trains_under_torchrun_with_gloo(tmp_path):
         assert (run_dir / "network-snapshot.pt").is_file()
     first = [json.loads(line) for line in (stage1_dir / "stats.jsonl").read_text().splitlines()]
     assert first[-1]["augment_p"] != 0.0  # ADA moved p from its initial 0
+
+
+def _image_folder(folder: Path, count: int, side: int = 16) -> Path:
+    from PIL import Image
+
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(3)
+    images = load(COMPACT_LOOP).toy_images(count, side, 3, generator)
+    for index, image in enumerate(((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{index:03d}.png")
+    return folder
+
+
+def test_compact_loop_trains_on_an_image_folder_and_logs_the_stage_2_ladder(tmp_path, capsys):
+    pytest.importorskip("kornia")
+    module = load(COMPACT_LOOP)
+    data = _image_folder(tmp_path / "images", 30)  # rankplug.data holds every 10th out: 27 to train on
+    common = ["--data", "folder", "--data-root", str(data), "--batch", "8", "--batch-gpu", "4", "--log-every", "2"]
+    stage1 = module.main(["--run-dir", str(tmp_path / "s1"), "--iterations", "4", *common])
+    snapshot = str(stage1["snapshot"])
+    stage2 = module.main(
+        ["--run-dir", str(tmp_path / "s2"), "--iterations", "4", "--resume", snapshot, "--previous", snapshot, *common]
+    )
+    first = [json.loads(line) for line in (tmp_path / "s1" / "stats.jsonl").read_text().splitlines()]
+    second = [json.loads(line) for line in (tmp_path / "s2" / "stats.jsonl").read_text().splitlines()]
+    assert not set(module.STAGE_LOGGED) & set(first[-1])  # nothing to rank against at stage 1
+    assert set(module.STAGE_LOGGED) <= set(second[-1])
+    m_high, m_low = second[-1]["Loss/markers/high"], second[-1]["Loss/markers/low"]
+    assert m_high >= m_low and all(math.isfinite(v) for v in second[-1].values())
+    out = capsys.readouterr().out
+    assert f"markers m_high={m_high:.4g} m_low={m_low:.4g} from 27 real images" in out  # the whole train split
+    assert stage2["history"][-1]["Loss/scores/prev_fake"] == second[-1]["Loss/scores/prev_fake"]
+
+
+def test_compact_loop_marker_images_bounds_the_marker_sample(tmp_path):
+    module = load(COMPACT_LOOP)
+    dataset = module.open_data("folder", str(_image_folder(tmp_path / "images", 30)), 16, 3)
+    shape = {"resolution": 16, "channels": 3}
+    one = module.marker_batches(dataset, 10, 4, shape, rank=0, world=1)
+    assert [b.shape[0] for b in one] == [4, 4, 2]
+    halves = [module.marker_batches(dataset, 10, 4, shape, rank=r, world=2) for r in (0, 1)]
+    assert sum(b.shape[0] for part in halves for b in part) == 10  # the two ranks split the same 10 images
+    together = torch.cat([torch.cat(part) for part in halves])
+    assert torch.unique(together.flatten(1), dim=0).shape[0] == 10
+    with pytest.raises(ValueError, match="data kind must be one of"):
+        module.open_data("lsun", None, 16, 3)
+
+
+def test_compact_loop_says_why_its_clamp_weight_is_1(capsys):
+    module = load(COMPACT_LOOP)
+    assert module.CLAMP_WEIGHT == 1.0 and module.parse_args(["--run-dir", "x"]).clamp_weight == 1.0
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    assert "the paper's 1000 swamps the ranking term" in " ".join(capsys.readouterr().out.split())
