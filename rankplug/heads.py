@@ -24,7 +24,14 @@ from rankplug._validation import (
     flat_features,
     shape_str,
 )
-from rankplug.functional.angular import check_angular_margin, scaled_cosine_margin_logits, scaled_cosine_margin_loss
+from rankplug.functional.angular import (
+    MarginConstants,
+    check_angular_margin,
+    cosine_logits,
+    margin_constants,
+    scaled_cosine_margin_logits,
+    scaled_cosine_margin_loss,
+)
 from rankplug.functional.metric import MARGIN_NORMS
 from rankplug.losses import AdditiveAngularMarginLoss, TripletMetricDiscriminatorLoss, TripletMetricGeneratorLoss
 
@@ -266,6 +273,17 @@ class AAMAuxClassifier(nn.Module):
                     f"or ({self.num_classes}, C_in, kH, kW) with C_in * kH * kW = {self.in_features}"
                 )
         self.weight = weight
+        # margin_constants per (s, m, device, dtype): the fused path's 0-d constants, made once, not state.
+        self._constants: dict[tuple[Any, ...], MarginConstants] = {}
+
+    def _margin_constants(self, like: Tensor) -> MarginConstants:
+        key = (self.scale, self.margin, like.device, like.dtype)
+        constants = self._constants.get(key)
+        if constants is None:
+            if len(self._constants) >= 8:  # a schedule of margins: keep the cache small
+                self._constants.clear()
+            constants = self._constants[key] = margin_constants(self.scale, self.margin, like)
+        return constants
 
     # Set these on the head, which checks them: :meth:`loss` trusts them.
     scale = _loss_setting(
@@ -344,36 +362,27 @@ class AAMAuxClassifier(nn.Module):
             weight=linear.weight,
         )
 
-    def _cosine(self, features: Tensor, scale: float | None) -> Tensor:
+    def _flat_weight(self, features: Tensor) -> tuple[Tensor, Tensor]:
         flat = flat_features(features, "features", self.in_features)
         check_same_device(**{"the head's weight": self.weight, "features": flat})
-        # Under fp16/bf16 autocast the normalisation and the 1 - cos^2 of the margin lose too much precision
-        # near cos = +-1, so the head always runs in (at least) float32.
-        with torch.autocast(device_type=flat.device.type, enabled=False):
-            dtype = torch.promote_types(as_float32(flat).dtype, as_float32(self.weight).dtype)
-            flat = flat.to(dtype)
-            weight = torch.nn.functional.normalize(self.weight.flatten(1).to(dtype), dim=1)
-            if scale is None:
-                return torch.nn.functional.linear(torch.nn.functional.normalize(flat, dim=1), weight)
-            # s cos(theta) = s (phi . W^_j) / ||phi||. With fewer classes than feature values (C < d) the
-            # feature norm divides the (N, C) product rather than the (N, d) features, and s rides on the same
-            # (N, 1) factor; otherwise s goes on the smaller of the normalised (N, d) features and (C, d)
-            # weights. Either way no extra full-size pass is spent on s (equal to s * cosine() up to rounding).
-            n, c, d = flat.shape[0], weight.shape[0], flat.shape[1]
-            if c < d:
-                norms = torch.linalg.vector_norm(flat, dim=1, keepdim=True).clamp_min(_NORM_EPS)
-                return torch.nn.functional.linear(flat, weight) * (scale / norms)
-            feats = torch.nn.functional.normalize(flat, dim=1)
-            if c <= n:
-                return torch.nn.functional.linear(feats, weight * scale)
-            return torch.nn.functional.linear(feats * scale, weight)
+        weight = self.weight if self.weight.dim() == 2 else self.weight.flatten(1)
+        return flat, weight
 
     def cosine(self, features: Tensor) -> Tensor:
         """``cos(theta)`` between each normalised feature and each normalised class weight, ``(N, C)``."""
-        return self._cosine(features, None)
+        flat, weight = self._flat_weight(features)
+        # Under fp16/bf16 autocast the normalisation and the 1 - cos^2 of the margin lose too much precision
+        # near cos = +-1, so the head always runs in (at least) float32.
+        with torch.autocast(device_type=flat.device.type, enabled=False):
+            dtype = torch.promote_types(as_float32(flat).dtype, as_float32(weight).dtype)
+            normalize = torch.nn.functional.normalize
+            return torch.nn.functional.linear(normalize(flat.to(dtype), dim=1), normalize(weight.to(dtype), dim=1))
 
     def forward(self, features: Tensor) -> Tensor:
-        return self._cosine(features, self.scale)
+        # s cos(theta) = (phi . W^_j) * (s / ||phi||), with its gradient written out (F.angular.cosine_logits):
+        # equal to s * cosine() up to rounding, in float32 at least, outside autocast.
+        flat, weight = self._flat_weight(features)
+        return cosine_logits(flat, weight, self._margin_constants(as_float32(flat)).scale)
 
     def _check_logits(self, logits: Tensor) -> None:
         check_tensor(logits, "logits")
@@ -383,7 +392,7 @@ class AAMAuxClassifier(nn.Module):
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         """The AAM loss (Eq. 8) of ``logits = self(features)``, with the margin applied to the targets."""
         self._check_logits(logits)
-        # Eq. 8 on s cos(theta) as it is: only the target column is unscaled for the margin (MATH §6).
+        # Eq. 8 on s cos(theta) as it is: the margin works on the target column in scaled units (MATH §6).
         return scaled_cosine_margin_loss(
             logits,
             targets,
@@ -391,6 +400,7 @@ class AAMAuxClassifier(nn.Module):
             margin=self.margin,
             multi_label=self.multi_label,
             reduction=self.reduction,
+            constants=self._margin_constants(as_float32(logits)),
         )
 
     def margin_logits(self, logits: Tensor, targets: Tensor) -> Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as nnf
@@ -30,6 +30,8 @@ from rankplug._validation import (
 # cos below 1 is 1 - 6e-8, so the derivative there stays near 3e3; the gradient that reaches the features,
 # -sin(theta + m) * dtheta/dphi, is bounded by s / ||phi||.
 _SIN_SQUARED_FLOOR = 1e-12
+# torch.nn.functional.normalize's floor on a norm.
+_NORM_EPS = 1e-12
 
 
 def check_angular_margin(margin: object, name: str = "margin") -> float:
@@ -81,24 +83,6 @@ def _cosine_with_margin(cosine: Tensor, margin: float) -> Tensor:
     return torch.where(c >= -cos_m, shifted, c - margin * sin_m)
 
 
-def _cosine_with_margin_derivative(cosine: Tensor, margin: float) -> Tensor:
-    """``d psi / d cos(theta)`` of :func:`cosine_with_margin`, exactly the derivative autograd takes of it.
-
-    ``cos m + sin m cos(theta) / sin(theta)`` on the angle-addition branch, where the floor under the square
-    root is not active (autograd's ``clamp`` passes the gradient where ``1 - cos^2 >= floor``, and blocks it
-    below, e.g. at ``cos = +-1``); 1 on the fallback branch and for ``m = 0``. A NaN cosine gives NaN.
-    """
-    c = as_float32(cosine)
-    if margin == 0.0:
-        return torch.ones_like(c)
-    cos_m, sin_m = math.cos(margin), math.sin(margin)
-    sin_squared = 1.0 - c * c
-    active = sin_squared >= _SIN_SQUARED_FLOOR
-    sin_theta = torch.sqrt(torch.clamp(sin_squared, min=_SIN_SQUARED_FLOOR))
-    shifted = cos_m + sin_m * torch.where(active, c / sin_theta, torch.zeros_like(c))
-    return torch.where(c >= -cos_m, shifted, torch.ones_like(c) + 0.0 * c)
-
-
 def _check_cosine(cosine: object) -> Tensor:
     tensor = check_tensor(cosine, "cosine")
     if tensor.dim() != 2:
@@ -109,13 +93,16 @@ def _check_cosine(cosine: object) -> Tensor:
     return tensor
 
 
-def check_targets(targets: object, cosine: Tensor, multi_label: bool, cosine_name: str = "cosine") -> Tensor:
+def check_targets(
+    targets: object, cosine: Tensor, multi_label: bool, cosine_name: str = "cosine", *, check_values: bool = True
+) -> Tensor:
     """Validate class labels (single-label) or multi-hot targets (multi-label) for an ``(N, C)`` score.
 
     Type, layout, shape and device (that of ``cosine``, named ``cosine_name`` in messages) are always
     checked. The label *values* need the host (one sync), so that check is skipped while ``torch.compile``
     traces (``torch.compiler.is_compiling()``): a compiled step trusts its labels, as
-    ``torch.nn.functional.cross_entropy`` does on CUDA.
+    ``torch.nn.functional.cross_entropy`` does on CUDA. ``check_values=False`` skips it too, for a caller whose
+    kernels check the range themselves (CPU ``gather``) and that calls back here to word the error.
     """
     targets = check_dense(targets, "targets")
     num_samples, num_classes = cosine.shape[0], cosine.shape[1]
@@ -143,8 +130,8 @@ def check_targets(targets: object, cosine: Tensor, multi_label: bool, cosine_nam
             f"targets has shape {shape_str(targets)}; expected ({num_samples},) class indices when multi_label=False"
         )
     check_same_device(**{cosine_name: cosine, "targets": targets})
-    if torch.compiler.is_compiling():
-        return targets.long()
+    if not check_values or torch.compiler.is_compiling():
+        return targets if targets.dtype == torch.long else targets.long()
     # One reduction and one host sync on the happy path (four elementwise passes and a sync before); the first
     # offending label is only looked up when there is one.
     low, high = torch.aminmax(targets)
@@ -152,7 +139,7 @@ def check_targets(targets: object, cosine: Tensor, multi_label: bool, cosine_nam
         out_of_range = (targets < 0) | (targets >= num_classes)
         bad = int(targets[out_of_range][0].item())
         raise ValueError(f"targets must be class indices in [0, {num_classes - 1}]; found {bad}")
-    return targets.long()
+    return targets if targets.dtype == torch.long else targets.long()
 
 
 def _margin_logits(cosine: Tensor, targets: Tensor, scale: float, margin: float, multi_label: bool) -> Tensor:
@@ -169,39 +156,153 @@ def _margin_logits(cosine: Tensor, targets: Tensor, scale: float, margin: float,
     return (scale * c).scatter(1, index, scale * target_cos)
 
 
+class MarginConstants(NamedTuple):
+    """The constants of the fused AAM path for one ``(s, m)``, as 0-d tensors of the logits' dtype and device (a
+    Python number in a tensor op costs a conversion per call; these are made once, see :func:`margin_constants`)."""
+
+    scale: Tensor  # s
+    scale_squared: Tensor  # s^2
+    cos_m: Tensor
+    fallback_shift: Tensor  # s m sin(m): ArcFace's fallback logit is s cos(theta) - s m sin(m)
+    inside_low: Tensor  # -s cos(m): theta + m <= pi  <=>  s cos(theta) >= -s cos(m)
+    floor: Tensor  # s^2 times the floor under sin^2
+    zero: Tensor
+    one: Tensor
+    margin: float
+    sin_m: float
+
+
+def margin_constants(scale: float, margin: float, like: Tensor) -> MarginConstants:
+    """:class:`MarginConstants` of ``s = scale``, ``m = margin`` (radians) in ``like``'s dtype and device."""
+    cos_m, sin_m = math.cos(margin), math.sin(margin)
+    values = (scale, scale * scale, cos_m, scale * margin * sin_m, -scale * cos_m, scale * scale * _SIN_SQUARED_FLOOR)
+    s, s2, cm, shift, low, floor, zero, one = torch.tensor((*values, 0.0, 1.0), dtype=like.dtype, device=like.device)
+    return MarginConstants(s, s2, cm, shift, low, floor, zero, one, margin=margin, sin_m=sin_m)
+
+
+def _scaled_margin(target: Tensor, k: MarginConstants) -> tuple[Tensor, Tensor | None]:
+    """``s psi(cos theta_y)`` (:func:`cosine_with_margin`) and ``psi'`` from the target column ``t = s cos theta_y``.
+
+    In scaled units, with ``s^2 sin^2 theta = s^2 - t^2`` floored at ``s^2 * 1e-12`` (the floor of
+    :func:`cosine_with_margin`): ``s psi = cos(m) t - sin(m) s sin(theta)`` where ``theta + m <= pi``, else ArcFace's
+    ``t - s m sin(m)``. The slope ``psi'`` is exactly the derivative autograd takes of :func:`cosine_with_margin`:
+    ``cos m + sin m cos(theta) / sin(theta)`` on the angle-addition branch where the floor is not active (there
+    autograd's ``clamp`` passes no gradient to ``sin(theta)``, so ``cos m`` is left, e.g. at ``cos = +-1``); 1 on
+    the fallback branch; ``None`` (1) for ``m = 0``. A NaN cosine gives NaN. Shapes: ``(N, 1)``.
+    """
+    if k.margin == 0.0:
+        return target, None
+    sin_squared = torch.addcmul(k.scale_squared, target, target, value=-1.0)  # s^2 sin^2(theta)
+    sin_theta = sin_squared.clamp_min(k.floor).sqrt_()  # s sin(theta), floored
+    inside = torch.ge(target, k.inside_low)
+    psi = torch.where(inside, torch.add(target * k.cos_m, sin_theta, alpha=-k.sin_m), target - k.fallback_shift)
+    ratio = torch.where(sin_squared >= k.floor, target / sin_theta, k.zero)  # cos(theta) / sin(theta)
+    slope = torch.where(inside, torch.add(k.cos_m, ratio, alpha=k.sin_m), k.one)
+    return psi, slope
+
+
 class _TargetMarginCrossEntropy(torch.autograd.Function):
-    r"""Per-sample cross entropy of ``s cos(theta)`` with the margin on the target column, fused (label-geometry
+    r"""Cross entropy of ``s cos(theta)`` with the margin on the target column, reduced, fused (label-geometry
     paper Eq. 8, MATH §6).
 
     Forward: ``logit_y = s psi(cos theta_y)`` with :func:`cosine_with_margin` as ``psi``, the other logits are
-    ``s cos(theta_j)`` as given, then ``-log softmax``. Backward, written out: ``d loss / d logit_j = p_j`` for
-    ``j != y`` and ``(p_y - 1) psi'(cos theta_y)`` for the target, where ``psi'`` is the derivative of
-    :func:`cosine_with_margin` on the ``(N, 1)`` target column, in closed form (the one autograd would take;
-    ``torch.compile`` cannot trace ``torch.autograd.grad`` inside a backward). The composite of gather, scatter
-    and ``cross_entropy`` builds the same gradient from four more full ``(N, C)`` passes (a scatter copy, the
-    gather's zero-filled gradient, its accumulation, the NLL's one-hot); this is the hot path of
+    ``s cos(theta_j)`` as given, then ``-log softmax`` at the target, reduced (``"mean"``, ``"sum"`` or
+    ``"none"``). Backward, written out: ``d loss / d logit_j = p_j`` for ``j != y`` and
+    ``(p_y - 1) psi'(cos theta_y)`` for the target, times the reduction's weight; ``psi'`` (the derivative autograd
+    would take of :func:`cosine_with_margin`, clamp included) is computed with ``psi`` in the forward, on the
+    ``(N, 1)`` target column (:func:`_scaled_margin`). The composite of gather, scatter, ``cross_entropy`` and the
+    reduction builds the same gradient from more full ``(N, C)`` passes (a scatter copy, the gather's zero-filled
+    gradient, its accumulation, the NLL's one-hot, the mean's expansion); this is the hot path of
     :meth:`rankplug.AAMAuxClassifier.loss`. Not twice differentiable (no loss in rankplug needs that).
     """
 
     @staticmethod
-    def forward(ctx: Any, scaled_cosine: Tensor, index: Tensor, scale: float, margin: float) -> Tensor:
-        target_cos = scaled_cosine.gather(1, index) / scale
-        logits = scaled_cosine.scatter(1, index, scale * _cosine_with_margin(target_cos, margin))
-        log_probs = torch.log_softmax(logits, dim=1)
-        ctx.save_for_backward(log_probs, index, target_cos)
-        ctx.margin = margin
-        return -log_probs.gather(1, index).squeeze(1)
+    def forward(  # type: ignore[override]
+        ctx: Any, scaled_cosine: Tensor, targets: Tensor, constants: MarginConstants, reduction: str
+    ) -> Tensor:
+        index = targets.unsqueeze(1)
+        target = scaled_cosine.gather(1, index)  # s cos(theta_y), (N, 1); CPU kernels check the index range
+        psi, slope = _scaled_margin(target, constants)
+        log_probs = torch.log_softmax(scaled_cosine.scatter(1, index, psi), dim=1)
+        ctx.save_for_backward(log_probs, index, slope)
+        ctx.reduction = reduction
+        return nnf.nll_loss(log_probs, targets, reduction=reduction)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor, None, None, None]:
-        log_probs, index, target_cos = ctx.saved_tensors
-        g = grad_loss.unsqueeze(1)
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
+        log_probs, index, slope = ctx.saved_tensors
+        if ctx.reduction == "none":
+            g = grad_loss.unsqueeze(1)
+        else:  # a scalar: the mean's 1/N rides on it
+            g = grad_loss / log_probs.shape[0] if ctx.reduction == "mean" else grad_loss
         grad = log_probs.exp().mul_(g)  # p_j * g, the softmax gradient of every logit but the target's
-        grad_target_logit = grad.gather(1, index) - g  # (p_y - 1) * g
-        # Chain through logit_y = s psi(l_y / s): d/dl_y = psi'(cos theta_y).
-        grad_target = grad_target_logit * _cosine_with_margin_derivative(target_cos, ctx.margin)
-        return grad.scatter_(1, index, grad_target), None, None, None
+        # (p_y - 1) * g, chained through logit_y = s psi(l_y / s): d/dl_y = psi'(cos theta_y).
+        target = grad.gather(1, index).sub_(g)
+        if slope is not None:
+            target.mul_(slope)
+        return grad.scatter_(1, index, target), None, None, None
+
+
+class _ScaledCosine(torch.autograd.Function):
+    r"""``s cos(theta_j) = s (phi . W_j) / (||phi|| ||W_j||)`` of :class:`rankplug.AAMAuxClassifier` (label-geometry
+    paper Eq. 7), with the gradient written out.
+
+    With ``out_ij = s cos(theta_ij)``, ``f_i`` the feature rows, ``w_j`` the class weights and ``G`` the incoming
+    gradient:
+
+    .. math::
+        \frac{\partial L}{\partial f_i} = \frac{s}{\lVert f_i \rVert} \sum_j G_{ij} \hat w_j
+            - \frac{\sum_j G_{ij}\, out_{ij}}{\lVert f_i \rVert^2} f_i, \qquad
+        \frac{\partial L}{\partial w_j} = \frac{1}{\lVert w_j \rVert} \sum_i G_{ij} \frac{s f_i}{\lVert f_i \rVert}
+            - \frac{\sum_i G_{ij}\, out_{ij}}{\lVert w_j \rVert^2} w_j
+
+    which is what autograd takes of ``normalize`` and ``linear``, in two matrix products and a few ``(N, C)`` /
+    ``(C, 1)`` passes instead of the normalisations' own backward graphs. Norms are floored at ``1e-12`` as in
+    ``torch.nn.functional.normalize``; a zero row gets a zero cosine and the first term only (the second is 0).
+    Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, features: Tensor, weight: Tensor, scale: Tensor) -> Tensor:  # type: ignore[override]
+        feature_inv = torch.linalg.vector_norm(features, dim=1, keepdim=True).clamp_min_(_NORM_EPS).reciprocal_()
+        weight_inv = torch.linalg.vector_norm(weight, dim=1, keepdim=True).clamp_min_(_NORM_EPS).reciprocal_()
+        weight_hat = weight * weight_inv
+        feature_scale = feature_inv * scale  # s / ||f_i||: s rides on the (N, 1) factor, no extra (N, d) pass
+        out = features.mm(weight_hat.t()).mul_(feature_scale)
+        ctx.save_for_backward(features, weight, weight_hat, feature_inv, feature_scale, weight_inv, out)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
+        features, weight, weight_hat, feature_inv, feature_scale, weight_inv, out = ctx.saved_tensors
+        along = grad_out * out  # G_ij out_ij: the part of the gradient along each normalised row
+        scaled = grad_out * feature_scale
+        grad_features = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            radial = along.sum(1, keepdim=True).mul_(feature_inv * feature_inv)
+            grad_features = scaled.mm(weight_hat).addcmul_(features, radial, value=-1.0)
+        if ctx.needs_input_grad[1]:
+            radial = along.sum(0).unsqueeze_(1).mul_(weight_inv * weight_inv)
+            grad_weight = scaled.t().mm(features).mul_(weight_inv).addcmul_(weight, radial, value=-1.0)
+        return grad_features, grad_weight, None
+
+
+def cosine_logits(features: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
+    """``s cos(theta)`` of ``(N, d)`` features and ``(C, d)`` class weights (label-geometry paper Eq. 7) on trusted
+    input, ``scale`` a 0-d tensor (:attr:`MarginConstants.scale`); computed in float32 at least and outside autocast:
+    :meth:`rankplug.AAMAuxClassifier.forward`'s hot path."""
+    if torch.is_autocast_enabled(features.device.type):
+        # Under fp16/bf16 autocast the normalisation and the 1 - cos^2 of the margin lose too much precision
+        # near cos = +-1, so the head runs in (at least) float32.
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return cosine_logits(features, weight, scale)
+    if features.dtype != weight.dtype or features.dtype in (torch.float16, torch.bfloat16):
+        dtype = torch.promote_types(as_float32(features).dtype, as_float32(weight).dtype)
+        features, weight = features.to(dtype), weight.to(dtype)
+    out: Tensor = _ScaledCosine.apply(features, weight, scale if scale.dtype == features.dtype else scale.to(features))
+    return out
 
 
 def _per_sample_loss(logits: Tensor, targets: Tensor, multi_label: bool) -> Tensor:
@@ -218,19 +319,36 @@ def scaled_cosine_margin_loss(
     margin: float,
     multi_label: bool,
     reduction: Reduction,
+    constants: MarginConstants | None = None,
 ) -> Tensor:
     """:func:`additive_angular_margin_loss` of ``scaled_cosine = s cos(theta)`` (label-geometry paper Eq. 8, MATH §6),
     for :meth:`rankplug.AAMAuxClassifier.loss`.
 
     ``scale`` and ``margin`` are trusted (the head validates them when they are set); the cosines and targets
-    are checked as in :func:`additive_angular_margin_loss`, with the same messages.
+    are checked as in :func:`additive_angular_margin_loss`, with the same messages. ``constants`` are
+    :func:`margin_constants` of ``(scale, margin)`` in the computation dtype (the head keeps them), made here when
+    ``None``.
     """
     c = _check_cosine(scaled_cosine)
-    t = check_targets(targets, c, multi_label, "logits")
+    # On the CPU the label values are checked by gather's own bounds check inside the fused loss (no extra
+    # reduction or host sync); an out-of-range label then gets check_targets' message from the slow path below.
+    on_cpu = c.device.type == "cpu"
+    t = check_targets(targets, c, multi_label, "logits", check_values=multi_label or not on_cpu)
     if multi_label:
         logits = _margin_logits(as_float32(c) / scale, t, scale, margin, True)
         return reduce(_per_sample_loss(logits, t, True), reduction)
-    return reduce(_TargetMarginCrossEntropy.apply(as_float32(c), t.unsqueeze(1), scale, margin), reduction)
+    if reduction not in ("mean", "sum", "none"):
+        check_reduction(reduction)  # raises
+    c = as_float32(c)
+    if constants is None or constants.scale.dtype != c.dtype or constants.scale.device != c.device:
+        constants = margin_constants(scale, margin, c)
+    try:
+        out: Tensor = _TargetMarginCrossEntropy.apply(c, t, constants, reduction)
+    except RuntimeError:
+        if on_cpu:
+            check_targets(t, c, False, "logits")  # raises the ValueError naming the label, if that was the cause
+        raise
+    return out
 
 
 def scaled_cosine_margin_logits(
