@@ -5,7 +5,8 @@
   (:func:`rankplug.demo.job.run_demo`). ``--conditional`` trains a conditional digits GAN with the angular-margin
   auxiliary classifier and with softmax cross entropy on the same budget and compares them.
 - ``rankplug train``: one run of any method on the digits, an image folder or a CIFAR-10 copy on disk.
-- ``rankplug eval RUN_DIR``: the metrics of every stage checkpoint of a run.
+- ``rankplug eval RUN_DIR``: the metrics of every stage checkpoint of a run; ``--metrics fid,is,kid,prc --n 50000
+  --reference PATH`` adds the paper metrics through torch-fidelity (``docs/evaluation.md``).
 - ``rankplug complete RUN_DIR``: the image-completion evaluation (MATH §7) of a run's stages, with a picture.
 - ``rankplug sample RUN_DIR --n N --out PATH``: samples of a stage, as ``.npz`` or PNG files.
 
@@ -107,6 +108,17 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
+def _metric_list(text: str) -> tuple[str, ...]:
+    from rankplug.eval.fidelity import parse_metrics
+
+    try:
+        return parse_metrics(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of fid, is, kid, prc; got {text!r}"
+        ) from None
+
+
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--completion-images", type=_positive_int, default=64, help="held-out images to complete")
     parser.add_argument("--completion-steps", type=_positive_int, default=100, help="RMSprop steps of the z search")
@@ -115,8 +127,26 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
         "--inception-weights",
         default=None,
         metavar="PATH",
-        help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth) for Inception FID / IS",
+        help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth): for --metrics, or alone for "
+        "pytorch-gan-metrics' Inception FID / IS of --fid-samples samples",
     )
+    parser.add_argument(
+        "--metrics",
+        type=_metric_list,
+        default=None,
+        metavar="LIST",
+        help="paper metrics through torch-fidelity, a comma-separated subset of fid,is,kid,prc",
+    )
+    parser.add_argument("--n", type=_positive_int, default=50_000, help="samples per stage for --metrics")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        metavar="PATH",
+        help="real images for --metrics: a folder, an .npz of images or features, or mu/sigma statistics "
+        "(default: the run's training images); its features are cached by content hash",
+    )
+    parser.add_argument("--device", default=None, help="device of --metrics (default: cuda when available, else cpu)")
+    parser.add_argument("--batch-size", type=_positive_int, default=64, help="images per Inception pass (--metrics)")
 
 
 # One line of help per setting of rankplug.training.TrainConfig; every setting is a flag of `rankplug train`.
@@ -156,6 +186,8 @@ _SETTING_HELP = {
     "aam_scale": "s of the AAM head",
     "aam_margin": "m of the AAM head (radians)",
     "marker_images": "real images over which RankGAN's markers are taken",
+    "bank_size": "latents in the previous-stage bank (0: off); stage >= 2 critic steps reuse G_{i-1}(z)",
+    "bank_refresh": "critic steps between re-draws of the bank (0: once per stage)",
     "ema": "decay of the generator's EMA (0: off); the EMA generator is sampled and evaluated",
     "amp": "mixed precision (bfloat16 on CPU, float16 on CUDA)",
     "device": "torch device, e.g. cuda or cuda:1 (under torchrun: each rank's cuda:LOCAL_RANK)",
@@ -323,29 +355,90 @@ def check_device(device: str) -> None:
             raise ValueError(f"device {device!r} is not usable on this machine: {error}") from None
 
 
+def _check_paper_metric_options(args: argparse.Namespace) -> None:
+    """``--metrics`` and its flags, before anything is computed: each mistake is one line naming its flag."""
+    from rankplug.eval.fidelity import fidelity_weights, minimum_samples
+    from rankplug.eval.inception import InceptionWeightsNotFound
+
+    given = [flag for flag, value in (("--reference", args.reference), ("--device", args.device)) if value]
+    if args.metrics is None:
+        if given:
+            raise ValueError(f"{given[0]} applies to --metrics, which was not given (e.g. --metrics fid,is,kid,prc)")
+        return
+    least = minimum_samples(args.metrics)
+    if args.n < least:
+        raise ValueError(f"--n must be >= {least} for --metrics {','.join(args.metrics)}; got {args.n}")
+    if args.reference is not None and not Path(args.reference).expanduser().exists():
+        raise ValueError(f"--reference: no such file or folder: {args.reference!r}")
+    if args.device is not None:
+        try:
+            check_device(args.device)
+        except ValueError as error:
+            raise ValueError(f"--device: {error}") from None
+    try:
+        fidelity_weights(args.inception_weights)
+    except InceptionWeightsNotFound as error:
+        looked = [line.strip(" -") for line in str(error).splitlines()[1:] if line.startswith("  - ")]
+        places = "; ".join(looked).replace("weights= argument", "--inception-weights")
+        raise ValueError(
+            f"--inception-weights: FID Inception weights not found ({places}); download "
+            "pt_inception-2015-12-05-6726825d.pth (docs/evaluation.md) and pass --inception-weights PATH"
+        ) from None
+
+
 def _eval(args: argparse.Namespace) -> int:
-    _check_inception_weights(args.inception_weights)
+    if args.metrics is None:
+        _check_inception_weights(args.inception_weights)
+    _check_paper_metric_options(args)
+    from rankplug.eval.fidelity import ReferenceSetError
     from rankplug.eval.runs import evaluate_run
 
     names = ("completion_images", "completion_steps", "fid_samples", "inception_weights", "progress", "force")
-    results = evaluate_run(args.run_dir, **_options(args, *names))
+    paper = ("metrics", "n", "reference", "device", "batch_size")
+    try:
+        results = evaluate_run(args.run_dir, **_options(args, *names, *paper))
+    except ReferenceSetError as error:
+        raise ValueError(f"--reference: {error}") from None
+    for line in eval_table(results):
+        print(line)
+    print(f"(saved as eval-stage<i>.json in {args.run_dir})")
+    return 0
+
+
+# The paper-metric columns of the eval table: header, then how a stage's paper_metrics shows in it.
+_PAPER_COLUMNS: tuple[tuple[str, str, Callable[[dict[str, Any]], str]], ...] = (
+    ("fid", "FID", lambda m: f"{m['fid']:.2f}"),
+    ("is", "IS", lambda m: f"{m['is_mean']:.2f} ± {m['is_std']:.2f}"),
+    ("kid", "KID", lambda m: f"{m['kid_mean']:.4f} ± {m['kid_std']:.4f}"),
+    ("prc", "precision", lambda m: f"{m['precision']:.3f}"),
+    ("prc", "recall", lambda m: f"{m['recall']:.3f}"),
+)
+
+
+def eval_table(results: Sequence[dict[str, Any]]) -> list[str]:
+    """The Markdown table ``rankplug eval`` prints: a column for every metric any stage has."""
     inception = any(entry.get("inception") for entry in results)
-    extra = " Inception FID | IS |" if inception else ""
-    print(f"| stage | generator steps | gap Γ (end) | digits-FID | completion PSNR (dB) | SSIM |{extra}")
-    print("|---|---|---|---|---|---|" + ("---|---|" if inception else ""))
+    asked = {
+        name
+        for entry in results
+        for name in (entry.get("eval_settings", {}).get("paper_metrics") or {}).get("metrics", [])
+    }
+    header = ["stage", "generator steps", "gap Γ (end)", "digits-FID", "completion PSNR (dB)", "SSIM"]
+    header += ["Inception FID", "IS"] if inception else []  # pytorch-gan-metrics' (no --metrics)
+    header += [title for name, title, _ in _PAPER_COLUMNS if name in asked]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in results:
         psnr, ssim, gap = entry["completion"]["psnr"], entry["completion"]["ssim"], entry.get("gap_end")
         fid = entry.get("digits_fid")
-        row = (
-            f"| {entry['stage']} | {entry['generator_steps']} | {'-' if gap is None else f'{gap:.3f}'} "
-            f"| {'-' if fid is None else f'{fid:.2f}'} | {sum(psnr) / len(psnr):.2f} | {sum(ssim) / len(ssim):.3f} |"
-        )
+        cells = [str(entry["stage"]), str(entry["generator_steps"]), "-" if gap is None else f"{gap:.3f}"]
+        cells += ["-" if fid is None else f"{fid:.2f}", f"{sum(psnr) / len(psnr):.2f}", f"{sum(ssim) / len(ssim):.3f}"]
         if inception:
             scores = entry.get("inception") or {}
-            row += f" {scores.get('fid', float('nan')):.2f} | {scores.get('is_mean', float('nan')):.2f} |"
-        print(row)
-    print(f"(saved as eval-stage<i>.json in {args.run_dir})")
-    return 0
+            cells += [f"{scores.get('fid', math.nan):.2f}", f"{scores.get('is_mean', math.nan):.2f}"]
+        paper = entry.get("paper_metrics") or {}
+        cells += [show(paper) if paper else "-" for name, _, show in _PAPER_COLUMNS if name in asked]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _complete(args: argparse.Namespace) -> int:
@@ -404,6 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as error:
         say(f"{error}; {_MISSING_HINT}")
         return 2
+    except ImportError as error:  # rankplug's own, whose message says what to install (torch-fidelity, ...)
+        say(f"error: {error}")
+        return 2
     except (CheckpointError, RunDirectoryError, DataFileError) as error:
         say(f"error: {error}")
         return 1
@@ -418,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "eval_table", "main"]
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())

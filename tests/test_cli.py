@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from rankplug import demo
 from rankplug.cli import main
@@ -193,3 +194,105 @@ def test_eval_with_missing_inception_weights_fails_before_writing(
 def test_full_demo_says_how_long_from_a_timing_it_does_not_use() -> None:
     seconds = demo.estimate_seconds(demo.demo_configs(quick=True))
     assert 0 < seconds < 600  # 24 quick steps on any machine
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rankplug eval --metrics: the paper metrics through torch-fidelity (issue 16), with a weights file built here.
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("paper") / "rankgan"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RANKPLUG_CACHE", str(tmp_path_factory.getbasetemp() / "rankplug-cache"))
+        assert main(["train", "--dir", str(run), "--method", "rankgan", *QUICK_TRAIN]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.test_eval_fidelity import _import_or_skip
+
+    _import_or_skip("torchvision")
+    _import_or_skip("torch_fidelity")
+    from tests._fid_weights import write_random_fid_inception
+
+    return write_random_fid_inception(tmp_path_factory.mktemp("weights") / "random_fid_inception.pth")
+
+
+def _reference_folder(path: Path, n: int = 4) -> Path:
+    from PIL import Image
+
+    path.mkdir(parents=True)
+    pixels = torch.rand(n, 8, 8, generator=torch.Generator().manual_seed(0)).mul(255).to(torch.uint8).numpy()
+    for k, image in enumerate(pixels):
+        Image.fromarray(image, mode="L").save(path / f"{k}.png")
+    return path
+
+
+def test_eval_paper_metrics_show_in_table_and_json_and_reuse_the_reference(
+    quick_run: Path, weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANKPLUG_CACHE", str(tmp_path / "cache"))
+    reference = _reference_folder(tmp_path / "real")
+    paper = ["--metrics", "fid,is,kid,prc", "--reference", str(reference), "--inception-weights", str(weights)]
+    assert main(["eval", str(quick_run), *QUICK_EVAL, *paper, "--n", "10", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "| SSIM | FID | IS | KID | precision | recall |" in out
+    rows = [line for line in out.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(rows) == 2 and all(row.count(" ± ") == 2 and " - |" not in row.split("SSIM")[-1] for row in rows)
+    scores = json.loads((quick_run / "eval-stage2.json").read_text())["paper_metrics"]
+    assert {"fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall"} <= set(scores)
+    assert scores["n"] == 10 and scores["reference"]["images"] == 4 and scores["kid_subset_size"] == 4
+    assert set(scores["seconds"]) == {"fid", "is", "kid", "prc", "samples", "reference"}
+    (cached,) = (tmp_path / "cache" / "fidelity").glob("*.npz")
+    assert cached.stem == scores["reference"]["sha256"]
+    written = cached.stat().st_mtime_ns
+    # Another evaluation against the same images reads their features back (the file is not rewritten).
+    assert main(["eval", str(quick_run), *QUICK_EVAL, *paper[:1], "fid", *paper[2:], "--n", "2", "--force"]) == 0
+    assert "| SSIM | FID |" in capsys.readouterr().out
+    assert list((tmp_path / "cache" / "fidelity").glob("*.npz")) == [cached] and cached.stat().st_mtime_ns == written
+
+
+def _stats_file(path: Path) -> Path:
+    import numpy as np
+
+    np.savez(path, mu=np.zeros(2048), sigma=np.eye(2048))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--metrics", "fid,foo"], "argument --metrics: expected a comma-separated list of fid, is, kid, prc"),
+        (["--metrics", "is", "--n", "5"], "--n must be >= 10 for --metrics is; got 5"),
+        (["--metrics", "fid", "--reference", "{tmp}/nowhere"], "--reference: no such file or folder"),
+        (["--reference", "{tmp}"], "--reference applies to --metrics, which was not given"),
+        (["--metrics", "fid", "--device", "cuda:7"], "--device"),
+        (["--metrics", "fid", "--inception-weights", "{tmp}/w.pth"], "--inception-weights: FID Inception weights"),
+        (["--metrics", "kid", "--reference", "{stats}", "--inception-weights", "{weights}"], "--reference: "),
+    ],
+)
+def test_eval_paper_metric_mistakes_are_one_line_naming_the_flag(
+    quick_run: Path,
+    weights: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    stats = _stats_file(tmp_path / "stats.npz") if "{stats}" in extra else None
+    argv = ["eval", str(quick_run), *QUICK_EVAL, "--force"]
+    argv += [arg.format(tmp=tmp_path, stats=stats, weights=weights) for arg in extra]
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:  # argparse's own errors
+        code = exit_info.code
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, lines
+    assert message in lines[-1] and not any("Traceback" in line for line in lines)
+    if "fid,foo" not in extra:  # argparse prints its usage first; rankplug's own refusals are one line
+        assert len(lines) == 1, lines
+    err = lines[-1]
+    if stats is not None:
+        assert "holds statistics (mu, sigma) only; kid and prc need the real images" in err

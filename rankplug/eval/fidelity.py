@@ -379,8 +379,10 @@ def kernel_inception_distance(
         )
     from torch_fidelity.metric_kid import kid_features_to_metric
 
+    # Generated first, as torch-fidelity's input1: the subsets drawn with ``seed`` are then the ones its own
+    # calculate_metrics(input1=generated, input2=real) draws, so the numbers are equal, not just close.
     out = kid_features_to_metric(
-        real.float().cpu(), fake.float().cpu(), kid_subsets=count, kid_subset_size=size, rng_seed=seed, verbose=False
+        fake.float().cpu(), real.float().cpu(), kid_subsets=count, kid_subset_size=size, rng_seed=seed, verbose=False
     )
     return float(out["kernel_inception_distance_mean"]), float(out["kernel_inception_distance_std"])
 

@@ -3,15 +3,17 @@
 
 Per stage (MATH §7): digits-FID of samples against the held-out digits (digits runs), GAN-train / GAN-test for
 a conditional digits run, image completion PSNR / SSIM (GoGAN Table 2) on held-out images for the five
-centred-square occlusions, and Inception FID / IS when their weights are given. The held-out images are the
-split :func:`rankplug.data.open_dataset` keeps for evaluation; the run never trained on them.
+centred-square occlusions, and, when asked for, the paper metrics (FID, IS, KID, precision/recall through
+torch-fidelity, :mod:`rankplug.eval.fidelity`) of ``n`` samples against a reference set, or the older
+pytorch-gan-metrics FID / IS. The held-out images are the split :func:`rankplug.data.open_dataset` keeps for
+evaluation; the run never trained on them.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,27 @@ def generate(models: StageModels, count: int, seed: int, *, labels: Tensor | Non
     Shape:
         - Output: ``(count, C, S, S)`` in ``[-1, 1]``, on the CPU.
     """
-    G = models.generator
+    return torch.cat([batch.cpu() for batch in sample_batches(models, count, seed, labels=labels)])
+
+
+def sample_batches(
+    models: StageModels,
+    count: int,
+    seed: int,
+    *,
+    labels: Tensor | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> Iterator[Tensor]:
+    """:func:`generate`'s samples as batches of ``batch_size``, made on ``device`` (the generator moves there).
+
+    ``z`` is drawn on the CPU from ``seed`` whatever the device, so a CPU and a GPU evaluation see the same ``z``.
+
+    Shape:
+        - Each item: ``(b, C, S, S)`` in ``[-1, 1]`` on ``device``, ``b <= batch_size``; ``count`` in all.
+    """
+    size = check_positive_int(batch_size, "batch_size")
+    G = models.generator.to(device)
     rng = torch.Generator().manual_seed(seed)
     if models.config.latent == "uniform":
         z = torch.rand(count, models.config.nz, generator=rng)
@@ -71,12 +93,10 @@ def generate(models: StageModels, count: int, seed: int, *, labels: Tensor | Non
         z = torch.randn(count, models.config.nz, generator=rng)
     if G.num_classes and labels is None:
         labels = torch.arange(count) % G.num_classes
-    out = []
     with torch.no_grad():
-        for k in range(0, count, 256):
-            chunk_labels = None if labels is None else labels[k : k + 256]
-            out.append(G(z[k : k + 256], chunk_labels).cpu())
-    return torch.cat(out)
+        for k in range(0, count, size):
+            chunk_labels = None if labels is None else labels[k : k + size].to(device)
+            yield G(z[k : k + size].to(device), chunk_labels)
 
 
 def _stage_gaps(run_dir: Path) -> dict[int, list[float]]:
@@ -113,6 +133,12 @@ def evaluate_run(
     coverages: Sequence[float] | None = None,
     fid_samples: int = 1000,
     inception_weights: str | None = None,
+    metrics: Sequence[str] | str | None = None,
+    n: int = 50_000,
+    reference: Any = None,
+    device: str | None = None,
+    batch_size: int = 64,
+    cache_dir: str | Path | None = None,
     grid_seed: int = 1234,
     perceptual_weight: float | None = None,
     force: bool = False,
@@ -124,9 +150,18 @@ def evaluate_run(
     Per stage: the gap at the end of the stage (mean of its last 5 records), digits-FID (digits runs),
     GAN-train / GAN-test (conditional digits runs), the completion table (:func:`rankplug.eval.completion_table`,
     MATH §7) on the first ``completion_images`` held-out images from the same ``z`` for every stage (the
-    encoder's ``mu`` with an encoder), and Inception FID / IS with ``inception_weights``. The perceptual term's
+    encoder's ``mu`` with an encoder), and the paper metrics when asked for. The perceptual term's
     weight is GoGAN's 0.1 by default, and 0 for ``mbgan`` (its critic gives an embedding, not a score). A
     stage whose saved result matches its checkpoint and these settings is read back unless ``force``.
+
+    Paper metrics (``entry["paper_metrics"]``, :func:`rankplug.eval.fidelity.paper_metrics`): with ``metrics``
+    (a subset of ``fid, is, kid, prc``), ``n`` samples per stage are generated in batches on ``device`` (CUDA when
+    available) and scored through torch-fidelity against ``reference`` (a folder, ``.npz`` or statistics file, see
+    :func:`rankplug.eval.load_reference`; by default the run's training images), with the weights file
+    ``inception_weights`` (or the one :func:`rankplug.eval.fidelity_weights` finds). The reference's features are
+    computed once and cached by content hash in ``cache_dir``. Without ``metrics``, ``inception_weights`` gives
+    pytorch-gan-metrics' Inception FID / IS of ``fid_samples`` samples against the held-out images
+    (``entry["inception"]``), as before.
 
     Returns:
         One dict per stage, in stage order.
@@ -141,9 +176,13 @@ def evaluate_run(
         "coverages": [float(c) for c in (COVERAGES if coverages is None else coverages)],
         "fid_samples": check_positive_int(fid_samples, "fid_samples"),
         "grid_seed": grid_seed,
-        "inception": inception_weights is not None,
+        "inception": inception_weights is not None and metrics is None,
         "perceptual_weight": perceptual_weight,
     }
+    paper = None
+    if metrics is not None:
+        paper = _PaperMetrics(config, metrics, n, reference, inception_weights, device, batch_size, cache_dir, progress)
+        settings["paper_metrics"] = paper.settings
     held_out = held_out_images(config, max(completion_images, fid_samples if config.data == "digits" else 0))
     gaps = _stage_gaps(run_dir)
     results = []
@@ -154,14 +193,98 @@ def evaluate_run(
         if cached.get("generator_steps") == models.generator_steps and cached.get("eval_settings") == settings:
             results.append(cached)
             continue
-        entry = _evaluate_stage(run_dir, models, held_out, gaps.get(stage) or [], settings, inception_weights)
+        weights = inception_weights if settings["inception"] else None
+        entry = _evaluate_stage(run_dir, models, held_out, gaps.get(stage) or [], settings, weights)
+        if paper is not None:
+            entry["paper_metrics"] = paper.score(models, grid_seed + 4)
         write_json(out_path, entry)
         results.append(entry)
         if progress:
             fid = f", digits-FID {entry['digits_fid']:.2f}" if "digits_fid" in entry else ""
             psnr = sum(entry["completion"]["psnr"]) / len(entry["completion"]["psnr"])
-            echo(f"[eval] {run_dir.name} stage {stage}{fid}, completion PSNR {psnr:.2f} dB")
+            scores = entry.get("paper_metrics") or {}
+            shown = "".join(f", {name} {scores[name]:.4g}" for name in _SHOWN if name in scores)
+            echo(f"[eval] {run_dir.name} stage {stage}{fid}, completion PSNR {psnr:.2f} dB{shown}")
     return results
+
+
+_SHOWN = ("fid", "is_mean", "kid_mean", "precision", "recall")
+
+
+class _PaperMetrics:
+    """The paper metrics of a run's stages: the extractor and the reference are loaded once for all stages."""
+
+    def __init__(
+        self,
+        config: Any,
+        metrics: Sequence[str] | str,
+        n: int,
+        reference: Any,
+        weights: str | None,
+        device: str | None,
+        batch_size: int,
+        cache_dir: str | Path | None,
+        progress: bool,
+    ) -> None:
+        from rankplug.eval.fidelity import FidelityExtractor, ReferenceSetError, minimum_samples, parse_metrics
+        from rankplug.eval.reference import load_reference
+
+        self.metrics = parse_metrics(metrics)
+        self.n = check_positive_int(n, "n")
+        least = minimum_samples(self.metrics)
+        if self.n < least:
+            raise ValueError(f"n must be >= {least} for metrics {','.join(self.metrics)}; got {self.n}")
+        self.progress = progress
+        self.extractor = FidelityExtractor(weights, device=device, batch_size=batch_size)
+        started = time.perf_counter()
+        if reference is None:
+            images = _training_images(config)
+            loaded = load_reference(images, self.extractor, cache_dir=cache_dir, progress=progress)
+            self.reference = loaded._replace(source=f"the run's training images ({config.data}, {len(images)})")
+        else:
+            self.reference = load_reference(reference, self.extractor, cache_dir=cache_dir, progress=progress)
+        self.reference_seconds = time.perf_counter() - started
+        if self.reference.features is None and {"kid", "prc"} & set(self.metrics):
+            raise ReferenceSetError(
+                f"{self.reference.source} holds statistics (mu, sigma) only; kid and prc need the real images "
+                "(a folder or an .npz of images or features)"
+            )
+        self.settings = {
+            "metrics": list(self.metrics),
+            "n": self.n,
+            "reference": self.reference.key,
+            "weights_sha256": self.extractor.weights_sha256,
+        }
+
+    def score(self, models: StageModels, seed: int) -> dict[str, Any]:
+        from rankplug.eval.fidelity import paper_metrics, to_uint8
+
+        started = time.perf_counter()
+        device = self.extractor.device
+        batches = (to_uint8(batch) for batch in sample_batches(models, self.n, seed, device=device))
+        desc = f"stage {models.stage}: {self.n} samples"
+        features = self.extractor.extract(batches, total=self.n, progress=self.progress, desc=desc)
+        samples_seconds = time.perf_counter() - started
+        out = paper_metrics(self.reference, features, self.metrics, device=str(device))
+        out["seconds"].update(samples=samples_seconds, reference=self.reference_seconds)
+        out.update(
+            n=self.n,
+            reference={
+                "source": self.reference.source,
+                "images": self.reference.num_images,
+                "sha256": self.reference.key,
+            },
+            weights=str(self.extractor.weights),
+            device=str(device),
+        )
+        return out
+
+
+def _training_images(config: Any) -> Any:
+    """The run's training images at the run's size: the default reference of the paper metrics."""
+    from rankplug.data import open_dataset
+
+    return open_dataset(config.data, config.data_root, config.size, split="train")
 
 
 def _cached(path: Path) -> dict[str, Any]:
@@ -339,4 +462,12 @@ def sample_run(run_dir: str | Path, *, n: int, out: str | Path, stage: int | Non
     return target
 
 
-__all__ = ["complete_run", "digits_metrics", "evaluate_run", "generate", "held_out_images", "sample_run"]
+__all__ = [
+    "complete_run",
+    "digits_metrics",
+    "evaluate_run",
+    "generate",
+    "held_out_images",
+    "sample_batches",
+    "sample_run",
+]
