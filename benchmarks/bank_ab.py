@@ -111,9 +111,7 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
             }
         fid = entry["digits_fid"]
         entry["no_loss"] = fid["on_mean"] <= fid["off_mean"] + fid["off_std"]
-        entry["stage2_speedup"] = (
-            entry["stage2_cpu_s_per_step"]["off_mean"] / entry["stage2_cpu_s_per_step"]["on_mean"]
-        )
+        entry["stage2_speedup"] = entry["stage2_cpu_s_per_step"]["off_mean"] / entry["stage2_cpu_s_per_step"]["on_mean"]
         out[method] = entry
     return out
 

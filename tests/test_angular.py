@@ -788,3 +788,73 @@ def test_scale_and_margin_are_validated_when_changed_later():
 def test_from_conv_rejects_a_dilated_conv():
     with pytest.raises(ValueError, match="conv must have groups=1, padding=0 and dilation=1"):
         AAMAuxClassifier.from_conv(nn.Conv2d(8, 5, 2, dilation=2, bias=False))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fused hot path: its hand-written gradients against autograd of the composite it replaces.
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_head_gradients_equal_autograd_of_normalize_and_linear(dtype):
+    from rankplug.functional.angular import cosine_logits, margin_constants
+
+    torch.manual_seed(21)
+    features = torch.randn(7, 12, dtype=dtype)
+    weight = torch.randn(5, 12, dtype=dtype)
+    features[3] = 0.0  # a zero feature: normalize's floor, cosine 0
+    features[4] = 2.5 * weight[1]  # exactly along a class weight
+    grad = torch.randn(7, 5, dtype=dtype)
+    f1, w1 = features.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    out = cosine_logits(f1, w1, margin_constants(9.0, 0.3, f1).scale)
+    f2, w2 = features.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    reference = 9.0 * TF.linear(TF.normalize(f2, dim=1), TF.normalize(w2, dim=1))
+    tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-4}
+    torch.testing.assert_close(out, reference, **tol)
+    for a, b in zip(torch.autograd.grad(out, [f1, w1], grad), torch.autograd.grad(reference, [f2, w2], grad)):
+        scale = b.abs().max().clamp_min(1.0)  # the zero row's gradient is of order s / 1e-12
+        torch.testing.assert_close(a / scale, b / scale, **tol)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cos=any_cosine, s=scale_value, m=margin_value.filter(lambda m: m < math.pi / 2))
+def test_fused_margin_and_slope_are_psi_and_autograds_derivative(cos, s, m):
+    from rankplug.functional.angular import _scaled_margin, margin_constants
+
+    c = torch.tensor([[cos]], dtype=torch.float64, requires_grad=True)
+    psi = cosine_with_margin(c, m)
+    (slope_reference,) = torch.autograd.grad(psi.sum(), c)
+    k = margin_constants(s, m, c)
+    psi_scaled, slope = _scaled_margin(s * c.detach(), k)
+    torch.testing.assert_close(psi_scaled / s, psi.detach(), rtol=1e-9, atol=1e-9)
+    slope = torch.ones_like(c) if slope is None else slope
+    torch.testing.assert_close(slope, slope_reference, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["equal", "opposite"])
+def test_head_loss_gradients_at_the_extremes_equal_the_composite(kind):
+    torch.manual_seed(22)
+    head = AAMAuxClassifier(6, 4, scale=16.0, margin=0.3).double()
+    labels = torch.tensor([0, 1, 2, 3])
+    sign = 1.0 if kind == "equal" else -1.0
+    features = (sign * 3.0 * head.weight.detach()[labels]).requires_grad_(True)  # cos(theta_y) = +-1 exactly
+    fused = torch.autograd.grad(head.loss(head(features), labels), [features, head.weight])
+    composite = additive_angular_margin_loss(head.cosine(features), labels, scale=16.0, margin=0.3)
+    expected = torch.autograd.grad(composite, [features, head.weight])
+    for a, b in zip(fused, expected):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_head_loss_follows_a_changed_margin_and_dtype():
+    torch.manual_seed(23)
+    head = AAMAuxClassifier(8, 5, scale=10.0, margin=0.1)
+    features, labels = torch.randn(6, 8), torch.randint(5, (6,))
+    head.loss(head(features), labels)  # makes the constants of (10, 0.1) in float32
+    head.margin = 0.4
+    fresh = AAMAuxClassifier(8, 5, scale=10.0, margin=0.4)
+    fresh.weight = nn.Parameter(head.weight.detach().clone())
+    torch.testing.assert_close(head.loss(head(features), labels), fresh.loss(fresh(features), labels))
+    head.double()
+    value = head.loss(head(features.double()), labels)
+    assert value.dtype == torch.float64
+    torch.testing.assert_close(value.float(), fresh.loss(fresh(features), labels), rtol=1e-5, atol=1e-5)
