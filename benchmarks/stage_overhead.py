@@ -14,6 +14,19 @@ The frozen networks are the ``StageManager``'s (``manager.previous``), as a user
 ``efficiency = (t_method - t_baseline) / (t_floor - t_baseline)``; 1.0 means no waste (target <= 1.10).
 ``rankgan_batched`` is the RankGAN step with one critic pass over ``cat(x, G(z), G_{i-1}(z))``, valid for
 critics without batch-dependent layers.
+
+With the **previous-stage bank** (:class:`rankplug.stages.PreviousStageBank`, ``K = 4096`` latents, filled once per
+stage) the frozen networks no longer run at each step:
+
+5. ``gogan_bank``: GoGAN's stage-2 step with ``z`` and ``D_i(G_i(z))`` drawn from a scores bank
+   (``manager.draw_previous``), the same ``z`` fed to the live ``G``;
+6. ``rankgan_bank``: RankGAN's stage-2 step with ``z`` and ``G_{i-1}(z)`` drawn from an images bank, scored by
+   the current ``D``.
+
+``gogan_bank_ratio`` / ``rankgan_bank_ratio`` are their costs over the WGAN-GP step (paired per round, medians;
+targets <= 1.05 and <= 1.20). The bank's fill (``K`` latents through the frozen stage, once per stage) is timed
+on its own; ``*_bank_amortised_ratio`` adds it spread over a stage of ``STAGE_CRITIC_STEPS`` critic steps
+(1,000 generator steps of 5 critic steps).
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from __future__ import annotations
 import copy
 import random
 import statistics
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,9 +46,14 @@ import rankplug
 from benchmarks import _common
 from benchmarks._models import MODELS, build
 from rankplug.functional import gradient_penalty
+from rankplug.stages import PreviousStageBank
 
 NAME = "stage_overhead"
 TARGET_EFFICIENCY = 1.10
+BANK_SIZE = 4096
+STAGE_CRITIC_STEPS = 5000  # a stage of 1,000 generator steps with 5 critic steps each (RankGAN Algorithm 1)
+#: The bank's targets: a stage-2 critic step with the bank over a WGAN-GP step (issue 15).
+BANK_TARGETS = {"gogan_bank_ratio": 1.05, "rankgan_bank_ratio": 1.20}
 
 
 def _wgan_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
@@ -48,10 +67,12 @@ def make_steps(
     device: torch.device,
     amp: bool = False,
     channels_last: bool = False,
+    bank_size: int = BANK_SIZE,
     **overrides: Any,
 ) -> tuple[dict[str, Callable[[], Any]], rankplug.StageManager]:
     """The configurations and floor passes of one model (zero-argument callables that each run one step), and
-    the ``StageManager`` they share."""
+    the ``StageManager`` they share (its ``banks`` attribute holds the two managers with a bank, by what they
+    keep)."""
     torch.manual_seed(0)
     nets = build(model, **overrides)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -62,6 +83,12 @@ def make_steps(
     opt_d = torch.optim.Adam(D.parameters(), lr=5e-5, betas=(0.0, 0.99))  # RankGAN Algorithm 1
     manager = rankplug.StageManager(G, D, latent_shape=nets["latent_shape"])
     manager.advance()  # stage 2: manager.previous holds the frozen G_1, D_1; G and D keep training
+    # The same stage with a bank: images for RankGAN (its current D scores G_{i-1}(z)), scores for GoGAN.
+    banks = {}
+    for keep in ("images", "scores"):
+        bank = PreviousStageBank(bank_size, keep=keep)  # type: ignore[arg-type]
+        banks[keep] = rankplug.StageManager(G, D, latent_shape=nets["latent_shape"], bank=bank)
+        banks[keep].advance()
     # Plain copies of the same frozen weights for the floor: no wrapper, forwards under inference_mode.
     plain_prev_g = copy.deepcopy(G).eval().requires_grad_(False)
     plain_prev_d = copy.deepcopy(D).eval().requires_grad_(False)
@@ -119,6 +146,22 @@ def make_steps(
             loss = rank(D(real), D(fake), D(prev_fake)) + penalty(fake)  # current D on all three
         update(loss)
 
+    def gogan_bank_step() -> None:
+        draw = banks["scores"].draw_previous(batch)  # z with the frozen D_i(G_i(z)), kept
+        with autocast():
+            with torch.no_grad():
+                fake = G(draw.z)  # the same z: GoGAN Eq. 4 pairs exactly
+            loss = gogan(D(real), D(fake), draw.scores) + penalty(fake)
+        update(loss)
+
+    def rankgan_bank_step() -> None:
+        draw = banks["images"].draw_previous(batch)  # z with the frozen G_{i-1}(z), kept
+        with autocast():
+            with torch.no_grad():
+                fake = G(draw.z)
+            loss = rank(D(real), D(fake), D(draw.images)) + penalty(fake)  # RankGAN Eq. 4: the current D
+        update(loss)
+
     def rankgan_batched() -> None:
         z = manager.sample_latent(batch)
         with autocast():
@@ -153,12 +196,28 @@ def make_steps(
         "gogan": gogan_step,
         "rankgan": rankgan_step,
         "rankgan_batched": rankgan_batched,
+        "gogan_bank": gogan_bank_step,
+        "rankgan_bank": rankgan_bank_step,
         "floor_g_prev": floor_g_prev,
         "floor_d_prev": floor_d_prev,
         "floor_d_fwd_bwd": floor_d_fwd_bwd,
         "frozen_g_rankplug": frozen_g_rankplug,
     }
+    manager.banks = banks  # type: ignore[attr-defined]
     return steps, manager
+
+
+def time_fills(manager: rankplug.StageManager, device: torch.device) -> dict[str, float]:
+    """CPU (or, on CUDA, wall) seconds of one fill of each bank, and its size in MiB."""
+    out = {}
+    for keep, bank_manager in manager.banks.items():  # type: ignore[attr-defined]
+        _common.synchronize(device)
+        wall, cpu = time.perf_counter(), time.process_time()
+        bank_manager.fill_bank()
+        _common.synchronize(device)
+        out[f"{keep}_fill_s"] = (time.perf_counter() - wall) if device.type == "cuda" else time.process_time() - cpu
+        out[f"{keep}_mib"] = bank_manager.bank.nbytes / 2**20
+    return out
 
 
 def _efficiencies(t: dict[str, float]) -> dict[str, float]:
@@ -171,6 +230,8 @@ def _efficiencies(t: dict[str, float]) -> dict[str, float]:
         "gogan_efficiency": (t["gogan"] - base) / extra_gogan,
         "rankgan_ratio": t["rankgan"] / base,
         "gogan_ratio": t["gogan"] / base,
+        "rankgan_bank_ratio": t["rankgan_bank"] / base,
+        "gogan_bank_ratio": t["gogan_bank"] / base,
     }
 
 
@@ -182,9 +243,10 @@ def bootstrap_ci(values: Sequence[float], *, level: float = 0.9, resamples: int 
     return medians[int(tail * resamples)], medians[min(resamples - 1, int((1.0 - tail) * resamples))]
 
 
-def summarise(times: dict[str, dict[str, Any]]) -> dict[str, float]:
+def summarise(times: dict[str, dict[str, Any]], fills: dict[str, float] | None = None) -> dict[str, float]:
     """Ratios and efficiencies: the median over rounds of each round's own value (a paired estimate, steadier
-    on a shared machine than a ratio of medians), plus the medians of the times (milliseconds per step)."""
+    on a shared machine than a ratio of medians), plus the medians of the times (milliseconds per step); with
+    ``fills`` (:func:`time_fills`) the bank's fill cost and the ratios with it spread over a stage."""
     t = {name: entry["median_s"] for name, entry in times.items()}
     rounds = len(times["baseline"]["samples_s"])
     per_round = [_efficiencies({name: entry["samples_s"][r] for name, entry in times.items()}) for r in range(rounds)]
@@ -204,7 +266,21 @@ def summarise(times: dict[str, dict[str, Any]]) -> dict[str, float]:
         frozen_g_no_grad_over_inference_mode=t["frozen_g_rankplug"] / t["floor_g_prev"],
         efficiency_of_medians_rankgan=_efficiencies(t)["rankgan_efficiency"],
         efficiency_of_medians_gogan=_efficiencies(t)["gogan_efficiency"],
+        gogan_bank_ms=1e3 * t["gogan_bank"],
+        rankgan_bank_ms=1e3 * t["rankgan_bank"],
     )
+    for key in ("gogan_bank_ratio", "rankgan_bank_ratio"):
+        ordered = sorted(values[key] for values in per_round)
+        summary[key + "_ci90_low"], summary[key + "_ci90_high"] = bootstrap_ci(ordered)
+    if fills is not None:
+        for method, keep in (("gogan", "scores"), ("rankgan", "images")):
+            fill = fills[f"{keep}_fill_s"]
+            summary[f"{method}_bank_fill_ms"] = 1e3 * fill
+            summary[f"{method}_bank_mib"] = fills[f"{keep}_mib"]
+            # The step's paired ratio plus the fill spread over a stage, in baseline steps.
+            summary[f"{method}_bank_amortised_ratio"] = summary[f"{method}_bank_ratio"] + fill / (
+                STAGE_CRITIC_STEPS * t["baseline"]
+            )
     return summary
 
 
@@ -220,8 +296,9 @@ def measure(
     **overrides: Any,
 ) -> dict[str, Any]:
     """Time one model's configurations (interleaved medians) and summarise them; the core of the benchmark."""
-    steps, _ = make_steps(model, batch=batch, device=device, amp=amp, channels_last=channels_last, **overrides)
+    steps, manager = make_steps(model, batch=batch, device=device, amp=amp, channels_last=channels_last, **overrides)
     times = _common.interleaved_medians(steps, device, rounds=rounds, iterations=iterations)
+    fills = time_fills(manager, device)
     return {
         "model": model,
         "batch": batch,
@@ -229,7 +306,8 @@ def measure(
         "channels_last": channels_last,
         **overrides,
         "times": times,
-        "summary": summarise(times),
+        "bank": {"size": len(manager.banks["images"].bank.z), **fills},  # type: ignore[attr-defined]
+        "summary": summarise(times, fills),
     }
 
 
@@ -239,12 +317,16 @@ SETTINGS = {
         "width": {"dcgan32": 32, "dcgan64": 16, "stylegan2_ada": 32},
         "rounds": 41,
         "iterations": 1,
+        "bank_size": BANK_SIZE,
+        "stage_critic_steps": STAGE_CRITIC_STEPS,
     },
     "quick": {
         "batch": {"dcgan32": 8, "dcgan64": 4, "stylegan2_ada": 8},
         "width": {"dcgan32": 8, "dcgan64": 4, "stylegan2_ada": 8},
         "rounds": 2,
         "iterations": 1,
+        "bank_size": 64,
+        "stage_critic_steps": STAGE_CRITIC_STEPS,
     },
 }
 
@@ -277,6 +359,18 @@ def profile(model: str, *, batch: int, device: torch.device, width: int, calls: 
         print(_common.table(["operator", "extra calls", "extra self CPU ms"], [[op, c, ms] for op, (c, ms) in top]))
 
 
+def bank_verdicts(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per bank target (:data:`BANK_TARGETS`), the worst model's ratio (the step alone and with the fill spread over
+    a stage both count) and whether every model meets it."""
+    out = {}
+    for key, target in BANK_TARGETS.items():
+        amortised = key.replace("_ratio", "_amortised_ratio")
+        values = {r["model"]: max(r["summary"][key], r["summary"].get(amortised, 0.0)) for r in results}
+        model = max(values, key=values.__getitem__)
+        out[key] = {"target": target, "worst": values[model], "worst_model": model, "met": values[model] <= target}
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -307,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             amp=args.amp and model != "stylegan2_ada",
             channels_last=args.channels_last,
             width=settings["width"][model],
+            bank_size=settings["bank_size"],
         )
         results.append(result)
         s = result["summary"]
@@ -352,18 +447,60 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"{s['gogan_efficiency_ci90_low']:.2f}-{s['gogan_efficiency_ci90_high']:.2f}), RankGAN "
             f"{s['rankgan_efficiency']:.2f} ({s['rankgan_efficiency_ci90_low']:.2f}-{s['rankgan_efficiency_ci90_high']:.2f})"
         )
+    print(
+        _common.table(
+            [
+                "model",
+                "WGAN-GP ms",
+                "GoGAN + bank ms",
+                "GoGAN + bank / WGAN-GP",
+                "with the fill per stage",
+                "RankGAN + bank ms",
+                "RankGAN + bank / WGAN-GP",
+                "with the fill per stage",
+                "fill ms (scores / images)",
+                "bank MiB (scores / images)",
+            ],
+            [
+                [
+                    r["model"],
+                    r["summary"]["baseline_ms"],
+                    r["summary"]["gogan_bank_ms"],
+                    r["summary"]["gogan_bank_ratio"],
+                    r["summary"]["gogan_bank_amortised_ratio"],
+                    r["summary"]["rankgan_bank_ms"],
+                    r["summary"]["rankgan_bank_ratio"],
+                    r["summary"]["rankgan_bank_amortised_ratio"],
+                    f"{r['summary']['gogan_bank_fill_ms']:.0f} / {r['summary']['rankgan_bank_fill_ms']:.0f}",
+                    f"{r['summary']['gogan_bank_mib']:.1f} / {r['summary']['rankgan_bank_mib']:.1f}",
+                ]
+                for r in results
+            ],
+        )
+    )
     worst = max(max(r["summary"]["rankgan_efficiency"], r["summary"]["gogan_efficiency"]) for r in results)
     verdict = "met" if worst <= TARGET_EFFICIENCY else "NOT met"
     print(
         f"target efficiency <= {TARGET_EFFICIENCY}: {verdict} (worst {worst:.3f}); median of {settings['rounds']} rounds"
     )
+    bank_targets = bank_verdicts(results)
+    for key, entry in bank_targets.items():
+        print(
+            f"target {key} <= {entry['target']}: {'met' if entry['met'] else 'NOT met'} (worst {entry['worst']:.3f}, "
+            f"{entry['worst_model']})"
+        )
     path = _common.write_record(
         _common.default_output(NAME, args, device),
         NAME,
         argv,
         machine,
         settings,
-        {"models": results, "worst_efficiency": worst, "target_efficiency": TARGET_EFFICIENCY},
+        {
+            "models": results,
+            "worst_efficiency": worst,
+            "target_efficiency": TARGET_EFFICIENCY,
+            "bank_targets": bank_targets,
+        },
     )
     print(f"wrote {path}")
     return {"results": results, "path": str(path)}

@@ -65,6 +65,8 @@ def test_efficiency_arithmetic():
         "floor_d_prev": entry(10),
         "floor_d_fwd_bwd": entry(40),
         "frozen_g_rankplug": entry(22),
+        "gogan_bank": entry(103),
+        "rankgan_bank": entry(118),
     }
     s = stage_overhead.summarise(times)
     assert s["rankgan_efficiency"] == pytest.approx(60 / 60)  # (160 - 100) / (20 + 40)
@@ -72,6 +74,17 @@ def test_efficiency_arithmetic():
     assert s["rankgan_batched_efficiency"] == pytest.approx(50 / 60)
     assert s["rankgan_ratio"] == pytest.approx(1.6) and s["gogan_ratio"] == pytest.approx(1.3)
     assert s["rankgan_floor_ms"] == pytest.approx(160) and s["gogan_floor_ms"] == pytest.approx(130)
+    assert s["gogan_bank_ratio"] == pytest.approx(1.03) and s["rankgan_bank_ratio"] == pytest.approx(1.18)
+    # The fill (one per stage) spread over STAGE_CRITIC_STEPS baseline steps.
+    fills = {"scores_fill_s": 5.0, "images_fill_s": 10.0, "scores_mib": 1.0, "images_mib": 2.0}
+    s = stage_overhead.summarise(times, fills)
+    steps = stage_overhead.STAGE_CRITIC_STEPS
+    assert s["gogan_bank_amortised_ratio"] == pytest.approx(1.03 + 5.0 / (steps * 0.1))
+    assert s["rankgan_bank_amortised_ratio"] == pytest.approx(1.18 + 10.0 / (steps * 0.1))
+    assert s["rankgan_bank_fill_ms"] == pytest.approx(10_000) and s["gogan_bank_mib"] == 1.0
+    verdicts = stage_overhead.bank_verdicts([{"model": "m", "summary": s}])
+    assert verdicts["gogan_bank_ratio"]["met"] == (1.03 + 5.0 / (steps * 0.1) <= 1.05)
+    assert verdicts["rankgan_bank_ratio"]["worst"] == pytest.approx(s["rankgan_bank_amortised_ratio"])
 
 
 @pytest.mark.parametrize("model", ["dcgan32", "dcgan64", "stylegan2_ada"])
@@ -83,7 +96,9 @@ def test_models_have_the_stated_shapes(model):
 
 
 def test_stage_overhead_measures_every_configuration():
-    result = stage_overhead.measure("stylegan2_ada", batch=2, device=CPU, rounds=1, iterations=1, width=4, nz=8)
+    result = stage_overhead.measure(
+        "stylegan2_ada", batch=2, device=CPU, rounds=1, iterations=1, width=4, nz=8, bank_size=32
+    )
     assert set(result["times"]) == {
         "baseline",
         "gogan",
@@ -93,25 +108,45 @@ def test_stage_overhead_measures_every_configuration():
         "floor_d_prev",
         "floor_d_fwd_bwd",
         "frozen_g_rankplug",
+        "gogan_bank",
+        "rankgan_bank",
     }
     assert {"rankgan_efficiency", "gogan_efficiency", "rankgan_ratio", "gogan_ratio"} <= set(result["summary"])
+    assert {"gogan_bank_ratio", "rankgan_bank_ratio", "gogan_bank_amortised_ratio"} <= set(result["summary"])
+    assert result["bank"]["images_mib"] > 0 and result["bank"]["size"] == 32
 
 
 def test_stage_steps_train_the_live_critic_only():
-    steps, manager = stage_overhead.make_steps("dcgan32", batch=2, device=CPU, width=4, nz=8)
-    live = [p.detach().clone() for p in manager.discriminator.parameters()]
-    frozen = [p.detach().clone() for p in manager.previous.discriminator.parameters()]
-    steps["rankgan"]()
-    steps["gogan"]()
-    assert any(not torch.equal(a, p) for a, p in zip(live, manager.discriminator.parameters()))
-    assert all(torch.equal(a, p) for a, p in zip(frozen, manager.previous.discriminator.parameters()))
+    steps, manager = stage_overhead.make_steps("dcgan32", batch=2, device=CPU, width=4, nz=8, bank_size=16)
+    for name in ("rankgan", "gogan", "rankgan_bank", "gogan_bank"):
+        live = [p.detach().clone() for p in manager.discriminator.parameters()]
+        frozen = [p.detach().clone() for p in manager.previous.discriminator.parameters()]
+        steps[name]()
+        assert any(not torch.equal(a, p) for a, p in zip(live, manager.discriminator.parameters())), name
+        assert all(torch.equal(a, p) for a, p in zip(frozen, manager.previous.discriminator.parameters())), name
+
+
+def test_bank_steps_draw_the_frozen_outputs_of_the_same_stage():
+    steps, manager = stage_overhead.make_steps("dcgan32", batch=2, device=CPU, width=4, nz=8, bank_size=16)
+    steps["rankgan_bank"]()
+    steps["gogan_bank"]()
+    images, scores = manager.banks["images"], manager.banks["scores"]
+    assert images.bank.keep == "images" and scores.bank.keep == "scores"
+    assert images.bank.fills == scores.bank.fills == 1 and images.bank.draws == 1
+    # the banks' frozen stage holds the same weights as the manager's: the same G_1 and D_1
+    for bank_manager in (images, scores):
+        for a, b in zip(bank_manager.previous.generator.parameters(), manager.previous.generator.parameters()):
+            assert torch.equal(a, b)
+    draw = scores.draw_previous(3)
+    expected = manager.previous.discriminator(manager.previous.generator(draw.z)).flatten()
+    torch.testing.assert_close(draw.scores, expected)
 
 
 def test_amp_and_channels_last_steps_run():
     steps, manager = stage_overhead.make_steps(
-        "dcgan32", batch=2, device=CPU, amp=True, channels_last=True, width=4, nz=8
+        "dcgan32", batch=2, device=CPU, amp=True, channels_last=True, width=4, nz=8, bank_size=16
     )
-    for name in ("baseline", "gogan", "rankgan", "rankgan_batched", "floor_d_fwd_bwd"):
+    for name in ("baseline", "gogan", "rankgan", "rankgan_batched", "floor_d_fwd_bwd", "gogan_bank", "rankgan_bank"):
         steps[name]()
     assert all(torch.isfinite(p).all() for p in manager.discriminator.parameters())
 
