@@ -25,7 +25,7 @@ import torch
 from rankplug._checkpoint import CheckpointError
 from rankplug.eval import fidelity as fidelity_module
 from rankplug.eval.fidelity import (
-    GeneratedFeatures,
+    InceptionFeatures,
     Reference,
     ReferenceSetError,
     fid_from_features,
@@ -237,7 +237,7 @@ def test_to_uint8_is_what_a_png_file_holds():
 
 def test_statistics_only_reference_refuses_kid_and_prc():
     reference = Reference(torch.zeros(4), torch.eye(4), None, 0, "k", "stats.npz (statistics)")
-    fake = GeneratedFeatures(torch.randn(12, 4, dtype=torch.float64), torch.randn(12, 6))
+    fake = InceptionFeatures(torch.randn(12, 4, dtype=torch.float64), torch.randn(12, 6))
     with pytest.raises(ReferenceSetError, match=r"stats.npz \(statistics\) holds statistics \(mu, sigma\) only"):
         paper_metrics(reference, fake, ("fid", "kid"))
     assert set(paper_metrics(reference, fake, ("fid",))) == {"fid", "seconds"}
@@ -263,7 +263,7 @@ class CountingExtractor:
             stats = torch.cat([batch.float().mean(dim=(2, 3)), batch.float().std(dim=(2, 3))], dim=1)
             pools.append(torch.cat([stats, torch.zeros(batch.shape[0], 2048 - 6)], dim=1))
         pool = torch.cat(pools)
-        return GeneratedFeatures(pool, torch.zeros(pool.shape[0], 1008))
+        return InceptionFeatures(pool, torch.zeros(pool.shape[0], 1008))
 
 
 def _write_pngs(folder: Path, images: torch.Tensor) -> Path:

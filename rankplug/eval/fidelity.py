@@ -57,7 +57,7 @@ __all__ = [
     "FIDELITY_WEIGHTS_FILENAME",
     "METRICS",
     "FidelityExtractor",
-    "GeneratedFeatures",
+    "InceptionFeatures",
     "Reference",
     "ReferenceSetError",
     "default_device",
@@ -187,7 +187,7 @@ def to_uint8(images: Tensor) -> Tensor:
     return tensor.expand(-1, 3, -1, -1) if tensor.shape[1] == 1 else tensor
 
 
-class GeneratedFeatures(NamedTuple):
+class InceptionFeatures(NamedTuple):
     """Inception features of an image set.
 
     Attributes:
@@ -237,7 +237,7 @@ class FidelityExtractor:
 
     def extract(
         self, batches: Iterable[Tensor], *, total: int | None = None, progress: bool = False, desc: str = "Inception"
-    ) -> GeneratedFeatures:
+    ) -> InceptionFeatures:
         """Features of a stream of uint8 RGB batches (any batch sizes; each is split into ``batch_size`` parts)."""
         from tqdm.auto import tqdm
 
@@ -251,7 +251,7 @@ class FidelityExtractor:
                     bar.update(part.shape[0])
         if not pools:
             raise ValueError("no images to extract features from")
-        return GeneratedFeatures(torch.cat(pools), torch.cat(logits))
+        return InceptionFeatures(torch.cat(pools), torch.cat(logits))
 
 
 def default_device() -> str:
@@ -459,7 +459,7 @@ class Reference(NamedTuple):
 
 
 def paper_metrics(
-    reference: Reference, fake: GeneratedFeatures, metrics: Sequence[str] = METRICS, *, device: str | None = None
+    reference: Reference, fake: InceptionFeatures, metrics: Sequence[str] = METRICS, *, device: str | None = None
 ) -> dict[str, Any]:
     """The metrics named in ``metrics`` (:data:`METRICS`) of generated features against ``reference``.
 
