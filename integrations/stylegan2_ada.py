@@ -3,9 +3,10 @@
 The host's ``training_loop`` builds its loss with ``dnnlib.util.construct_class_by_name(device=..., G_mapping=...,
 G_synthesis=..., D=..., augment_pipe=..., **loss_kwargs)`` and drives it through
 ``accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, sync, gain)``. :class:`RankGANLoss` implements
-that interface, so the only change to the host is the loss's class path in ``train.py``::
+that interface, so the host needs only the loss's class path in ``loss_kwargs``, which the launcher
+:mod:`rankplug.integrations.stylegan2_ada_launch` sets without changing any upstream file::
 
-    args.loss_kwargs = dnnlib.EasyDict(class_name='rankplug.integrations.stylegan2_ada.RankGANLoss', r1_gamma=spec.gamma)
+    python -m rankplug.integrations.stylegan2_ada_launch STYLEGAN2_ADA_DIR --previous=PKL -- --outdir=runs --data=...
 
 Nothing from the host is imported at import time; ``torch_utils.training_stats`` and ``torch_utils.misc`` are
 imported when a phase runs (the host repository is on ``sys.path`` then). Stages (MATH §1-§3):
