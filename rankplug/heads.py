@@ -277,12 +277,13 @@ class AAMAuxClassifier(nn.Module):
         self._constants: dict[tuple[Any, ...], MarginConstants] = {}
 
     def _margin_constants(self, like: Tensor) -> MarginConstants:
-        key = (self.scale, self.margin, like.device, like.dtype)
+        criterion = self.criterion
+        key = (criterion.scale, criterion.margin, like.device, like.dtype)
         constants = self._constants.get(key)
         if constants is None:
             if len(self._constants) >= 8:  # a schedule of margins: keep the cache small
                 self._constants.clear()
-            constants = self._constants[key] = margin_constants(self.scale, self.margin, like)
+            constants = self._constants[key] = margin_constants(criterion.scale, criterion.margin, like)
         return constants
 
     # Set these on the head, which checks them: :meth:`loss` trusts them.
@@ -364,9 +365,10 @@ class AAMAuxClassifier(nn.Module):
 
     def _flat_weight(self, features: Tensor) -> tuple[Tensor, Tensor]:
         flat = flat_features(features, "features", self.in_features)
-        check_same_device(**{"the head's weight": self.weight, "features": flat})
-        weight = self.weight if self.weight.dim() == 2 else self.weight.flatten(1)
-        return flat, weight
+        weight = self.weight  # one module attribute lookup: this is the hot path
+        if weight.device != flat.device:
+            check_same_device(**{"the head's weight": weight, "features": flat})  # raises
+        return flat, weight if weight.dim() == 2 else weight.flatten(1)
 
     def cosine(self, features: Tensor) -> Tensor:
         """``cos(theta)`` between each normalised feature and each normalised class weight, ``(N, C)``."""
@@ -392,14 +394,15 @@ class AAMAuxClassifier(nn.Module):
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         """The AAM loss (Eq. 8) of ``logits = self(features)``, with the margin applied to the targets."""
         self._check_logits(logits)
+        criterion = self.criterion  # the settings, read once (validated when they were set)
         # Eq. 8 on s cos(theta) as it is: the margin works on the target column in scaled units (MATH §6).
         return scaled_cosine_margin_loss(
             logits,
             targets,
-            scale=self.scale,
-            margin=self.margin,
-            multi_label=self.multi_label,
-            reduction=self.reduction,
+            scale=criterion.scale,
+            margin=criterion.margin,
+            multi_label=criterion.multi_label,
+            reduction=criterion.reduction,
             constants=self._margin_constants(as_float32(logits)),
         )
 
