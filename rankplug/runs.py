@@ -267,13 +267,15 @@ def train_run(
     *,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) ``config`` in a run directory: everything is checked before anything is written.
 
     ``run.json`` records the config; a second call with the same config resumes from the last checkpoint (and
     says so), one with another config is refused. The directory is locked (:func:`lock_run`) while the run
     trains, so a second process is refused instead of mixing two runs. Under ``torchrun`` rank 0 writes the
-    files and every rank trains.
+    files and every rank trains. ``callback`` gets every record of the trainer (see
+    :func:`rankplug.training.train`), beside the progress bar.
     """
     from rankplug.data import open_dataset
 
@@ -284,7 +286,7 @@ def train_run(
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _train_locked(run_dir, config, dataset, main, progress, say)
+        return _train_locked(run_dir, config, dataset, main, progress, say, callback)
     except BaseException:
         if created and main and not stage_files(run_dir):
             _remove_empty_run(run_dir)  # a run that died before its first checkpoint leaves no directory behind
@@ -304,7 +306,13 @@ def _remove_empty_run(run_dir: Path) -> None:
 
 
 def _train_locked(
-    run_dir: Path, config: Any, dataset: Any, main: bool, progress: bool, say: Callable[[str], None]
+    run_dir: Path,
+    config: Any,
+    dataset: Any,
+    main: bool,
+    progress: bool,
+    say: Callable[[str], None],
+    callback: Callable[[dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
     from rankplug.training.loop import train
 
@@ -316,8 +324,14 @@ def _train_locked(
         if main:
             write_run_file(run_dir, config)
         bar = _progress_bar(config, run_dir, progress and main, say)
+        hooks = [hook for hook in (bar, callback) if hook is not None]
+
+        def each_record(event: dict[str, Any]) -> None:
+            for hook in hooks:
+                hook(event)
+
         try:
-            result = train(config, dataset=dataset, directory=run_dir, callback=bar, progress=False)
+            result = train(config, dataset=dataset, directory=run_dir, callback=each_record, progress=False)
         finally:
             if bar is not None:
                 bar.close()

@@ -216,3 +216,16 @@ def test_a_conditional_generator_learns_its_labels(tmp_path: Path) -> None:
     accuracy = gan_test(classifier, samples, labels)
     assert accuracy > 0.4, accuracy
     assert gan_test(classifier, samples, (labels + 1) % 10) < accuracy - 0.3
+
+
+def test_train_run_hands_every_record_to_the_callback(tmp_path: Path) -> None:
+    from rankplug.runs import train_run
+
+    config = TrainConfig(
+        method="rankgan", stages=2, steps_per_stage=4, log_every=2, size=8, batch_size=8, width=4, n_critic=1
+    )
+    events: list[dict[str, Any]] = []
+    result = train_run(tmp_path / "run", config, progress=False, echo=lambda m: None, callback=events.append)
+    assert [(e["stage"], e["step"]) for e in events] == [(1, 2), (1, 4), (2, 6), (2, 8)]
+    assert events == result["log"]
+    assert "active_rank" in events[-1] and "active_margin" in events[0]

@@ -1,0 +1,210 @@
+"""RankGAN's own claim, its own way: digits-FID falling over stages with the paper's settings, lambda_clamp swept.
+
+RankGAN (Sec. 4-5, Table 1) claims that each stage improves on the last. This study trains the trainer's
+``rankgan`` preset (Algorithm 1: Adam (0, 0.99), lr 5e-5 for D and 1e-4 for G, 5 critic steps; the VAE stage 0
+and the encoder; lambda_gp = 10; stages that end when the gap plateaus for 10 records) on the digits with
+``lambda_clamp`` in {1, 10, 100, 1000}, and logs the rank and clamp hinges' activity per stage (MATH §3, Eq. 4
+and 6). Stage 1 does not depend on ``lambda_clamp`` and every run is deterministic (one torch thread, the same
+seed), so the four arms of a seed share one stage-1 network bit for bit (checked: the script records each arm's
+stage-1 digits-FID, which must agree); the stage comparisons are paired by seed.
+
+The baseline is WGAN-GP with the same optimiser and network, checkpointed every ``steps/2`` generator steps for
+longer than the RankGAN runs, so that it can be compared at equal generator steps and at equal CPU time.
+
+    python experiments/rankgan_study.py                        # 5 seeds, the full sweep (about 35 min on 2 cores)
+    python experiments/rankgan_study.py --seeds 0 --steps 20 --output /tmp/r.json   # a smoke run
+    python experiments/rankgan_study.py --size 32 --data cifar10 --data-root DIR --device cuda --width 128 \
+        --steps 5000   # CIFAR-10 at 32 px on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+from _study import (
+    RESULTS,
+    fmt_interval,
+    paired_difference,
+    run_tasks,
+    stage_scores,
+    t_interval,
+    train_cached,
+    write_record,
+)
+
+from rankplug.training import TrainConfig
+
+CLAMPS = (1.0, 10.0, 100.0, 1000.0)
+
+
+def common_settings(args: argparse.Namespace) -> dict[str, Any]:
+    data = {} if args.data == "digits" else {"data": args.data, "data_root": args.data_root}
+    return dict(
+        data,
+        size=args.size,
+        width=args.width,
+        steps_per_stage=args.steps,
+        log_every=max(1, args.steps // 40),
+        device=args.device,
+    )
+
+
+def rankgan_config(args: argparse.Namespace, seed: int, clamp: float, **extra: Any) -> TrainConfig:
+    return TrainConfig.from_preset(
+        "rankgan", seed=seed, stages=3, clamp_weight=clamp, margin=args.margin, **common_settings(args), **extra
+    )
+
+
+def baseline_config(args: argparse.Namespace, seed: int) -> TrainConfig:
+    """WGAN-GP, Algorithm 1's optimiser, checkpoints every steps/2 for 4.5x the steps of one stage (1.5 runs)."""
+    settings = common_settings(args)
+    half = args.steps // 2
+    settings.update(steps_per_stage=half, log_every=max(1, half // 20))
+    preset = TrainConfig.from_preset("rankgan")
+    return TrainConfig(
+        method="wgan-gp",
+        seed=seed,
+        stages=9,
+        optimizer=preset.optimizer,
+        lr_d=preset.lr_d,
+        lr_g=preset.lr_g,
+        beta1=preset.beta1,
+        beta2=preset.beta2,
+        n_critic=preset.n_critic,
+        **settings,
+    )
+
+
+def one_run(name: str, seed: int, config: TrainConfig, work: str) -> dict[str, Any]:
+    run_dir = Path(work) / f"{name}-seed{seed}"
+    summary = train_cached(run_dir, config)
+    return {"name": name, "seed": seed, "train": summary, "scores": stage_scores(run_dir)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--clamps", type=float, nargs="+", default=list(CLAMPS))
+    parser.add_argument("--steps", type=int, default=400, help="the most generator steps per stage")
+    parser.add_argument("--margin", type=float, default=10.0, help="stage 1's eps (see docs/results.md)")
+    parser.add_argument("--size", type=int, default=8)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (one torch thread each)")
+    parser.add_argument("--work", default="/tmp/rankplug-study/rankgan")
+    parser.add_argument("--output", default=str(RESULTS / "rankgan_study.json"))
+    args = parser.parse_args()
+
+    tasks = [("baseline", seed, baseline_config(args, seed), args.work) for seed in args.seeds]
+    tasks += [
+        (f"clamp{clamp:g}", seed, rankgan_config(args, seed, clamp), args.work)
+        for clamp in args.clamps
+        for seed in args.seeds
+    ]
+    runs = run_tasks(tasks, one_run, args.jobs)
+    by = {(r["name"], r["seed"]): r for r in runs}
+    analysis = analyse(args, by)
+    print(analysis["text"])
+    record = {
+        "seeds": args.seeds,
+        "settings": {name: cfg.to_dict() for name, seed, cfg, _work in tasks if seed == args.seeds[0]},
+        "runs": runs,
+        "analysis": analysis,
+    }
+    command = "python experiments/rankgan_study.py " + " ".join(
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in vars(args).items()
+        if k not in ("work", "output", "jobs") and v is not None
+    )
+    write_record(Path(args.output), record, command)
+
+
+def _fid(run: dict[str, Any], stage: int) -> float:
+    return float(run["scores"][stage]["digits_fid"])
+
+
+def _baseline_at(run: dict[str, Any], *, steps: int | None = None, cpu: float | None = None) -> tuple[float, int]:
+    """The baseline's digits-FID at the checkpoint nearest ``steps`` generator steps (or ``cpu`` seconds)."""
+    stages = run["train"]["stages"]
+    key = "generator_steps_end" if steps is not None else "cpu_seconds_end"
+    target = steps if steps is not None else cpu
+    best = min(stages, key=lambda s: abs(s[key] - target))  # type: ignore[operator]
+    return _fid(run, best["stage"]), int(best["generator_steps_end"])
+
+
+def analyse(args: argparse.Namespace, by: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
+    seeds = args.seeds
+    out: dict[str, Any] = {"per_clamp": {}}
+    lines = [
+        "| lambda_clamp | stage 1 | stage 2 | stage 3 | stage 2 - 1 | stage 3 - 1 | WGAN-GP, equal steps | "
+        "WGAN-GP, equal CPU time | rank hinge active (stage 2, 3; last half) | clamp active (stage 2, 3) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for clamp in args.clamps:
+        runs = [by[(f"clamp{clamp:g}", s)] for s in seeds]
+        fids = {stage: [_fid(r, stage) for r in runs] for stage in (1, 2, 3) if all(stage in r["scores"] for r in runs)}
+        last = max(fids)
+        equal_steps, equal_cpu = [], []
+        for seed, run in zip(seeds, runs):
+            base = by[("baseline", seed)]
+            end = run["train"]["stages"][-1]
+            equal_steps.append(_baseline_at(base, steps=end["generator_steps_end"]))
+            equal_cpu.append(_baseline_at(base, cpu=end["cpu_seconds_end"]))
+        hinges = {
+            stage: {
+                hinge: t_interval([r["train"]["stages"][stage - 1]["hinges"][hinge]["last_half"] for r in runs])
+                for hinge in ("rank", "clamp")
+                if all(hinge in r["train"]["stages"][stage - 1]["hinges"] for r in runs)
+            }
+            for stage in (2, 3)
+            if stage <= len(runs[0]["train"]["stages"])
+        }
+        entry = {
+            "digits_fid": {stage: t_interval(v) for stage, v in fids.items()},
+            "stage1_identical_across_arms": None,
+            "diff_vs_stage1": {stage: paired_difference(fids[stage], fids[1]) for stage in fids if stage > 1},
+            "diff_vs_wgan_equal_steps": paired_difference(fids[last], [f for f, _ in equal_steps]),
+            "diff_vs_wgan_equal_cpu": paired_difference(fids[last], [f for f, _ in equal_cpu]),
+            "wgan_equal_steps_at": [s for _, s in equal_steps],
+            "wgan_equal_cpu_at": [s for _, s in equal_cpu],
+            "steps_per_stage": [[s["steps"] for s in r["train"]["stages"]] for r in runs],
+            "markers": [[s["markers"] for s in r["train"]["stages"]] for r in runs],
+            "hinges_last_half": hinges,
+        }
+        out["per_clamp"][f"{clamp:g}"] = entry
+
+        def cell(stage: int, hinge: str, hinges: dict[int, dict[str, Any]] = hinges) -> str:
+            value = hinges.get(stage, {}).get(hinge)
+            return "-" if value is None else f"{100 * value['mean']:.0f} %"
+
+        lines.append(
+            f"| {clamp:g} | "
+            + " | ".join(fmt_interval(t_interval(fids[s]), 1) if s in fids else "-" for s in (1, 2, 3))
+            + " | "
+            + " | ".join(fmt_interval(entry["diff_vs_stage1"][s], 1) if s in fids else "-" for s in (2, 3))
+            + f" | {fmt_interval(entry['diff_vs_wgan_equal_steps'], 1)} | {fmt_interval(entry['diff_vs_wgan_equal_cpu'], 1)}"
+            + f" | {cell(2, 'rank')}, {cell(3, 'rank')} | {cell(2, 'clamp')}, {cell(3, 'clamp')} |"
+        )
+    stage1 = {f"{c:g}": [_fid(by[(f"clamp{c:g}", s)], 1) for s in seeds] for c in args.clamps}
+    identical = all(
+        math.isclose(a, b, rel_tol=0, abs_tol=1e-9) for values in zip(*stage1.values()) for a in values for b in values
+    )
+    for entry in out["per_clamp"].values():
+        entry["stage1_identical_across_arms"] = identical
+    out["stage1_fid_per_arm"] = stage1
+    lines += [
+        "",
+        "Differences are paired by seed (mean [95 % t interval]); a negative FID difference is an improvement. "
+        f"Stage 1 shared bit for bit across the arms of each seed: {identical}.",
+    ]
+    out["text"] = "\n".join(lines)
+    return out
+
+
+if __name__ == "__main__":
+    main()
