@@ -239,9 +239,17 @@ def _story(metrics: dict[str, Any]) -> list[str]:
     total = sum(last)
     covered = sum(1 for count in last if count >= 0.02 * total)
     fewest = min(range(10), key=lambda k: last[k])
+    most = max(range(10), key=lambda k: last[k])
     text += (
         f". In the last RankGAN stage the reference classifier sees {covered} of the 10 classes in at least 2 % of "
-        f"{total} samples each (fewest: class {fewest}, {last[fewest]}). One seed on 1,347 small digits: this shows "
+        f"{total} samples each (fewest: class {fewest}, {last[fewest]}; most: class {most}, {last[most]}; an even "
+        f"spread is {total // 10} each)"
+    )
+    if "baseline" in runs:
+        base = runs["baseline"]["stages"][-1]["class_histogram"]
+        text += f", the baseline's last stage {min(base)} to {max(base)}"
+    text += (
+        ". One seed on 1,347 small digits: this shows "
         "what the stages do to the samples and the metrics, not which method is better; docs/results.md has the "
         "multi-seed comparisons."
     )
