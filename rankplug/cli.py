@@ -424,6 +424,8 @@ def eval_table(results: Sequence[dict[str, Any]]) -> list[str]:
         for name in (entry.get("eval_settings", {}).get("paper_metrics") or {}).get("metrics", [])
     }
     header = ["stage", "generator steps", "gap Γ (end)", "digits-FID", "completion PSNR (dB)", "SSIM"]
+    conditional = any("gan_train" in entry for entry in results)
+    header += ["GAN-train", "GAN-test"] if conditional else []
     header += ["Inception FID", "IS"] if inception else []  # pytorch-gan-metrics' (no --metrics)
     header += [title for name, title, _ in _PAPER_COLUMNS if name in asked]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -432,6 +434,8 @@ def eval_table(results: Sequence[dict[str, Any]]) -> list[str]:
         fid = entry.get("digits_fid")
         cells = [str(entry["stage"]), str(entry["generator_steps"]), "-" if gap is None else f"{gap:.3f}"]
         cells += ["-" if fid is None else f"{fid:.2f}", f"{sum(psnr) / len(psnr):.2f}", f"{sum(ssim) / len(ssim):.3f}"]
+        if conditional:
+            cells += [f"{entry.get(name, math.nan):.3f}" for name in ("gan_train", "gan_test")]
         if inception:
             scores = entry.get("inception") or {}
             cells += [f"{scores.get('fid', math.nan):.2f}", f"{scores.get('is_mean', math.nan):.2f}"]

@@ -296,3 +296,27 @@ def test_eval_paper_metric_mistakes_are_one_line_naming_the_flag(
     err = lines[-1]
     if stats is not None:
         assert "holds statistics (mu, sigma) only; kid and prc need the real images" in err
+
+
+def test_eval_table_has_a_column_for_every_metric_computed() -> None:
+    from rankplug.cli import eval_table
+
+    base = {"stage": 1, "generator_steps": 4, "gap_end": 0.5, "completion": {"psnr": [20.0], "ssim": [0.5]}}
+    plain = eval_table([{**base, "eval_settings": {}}])
+    assert plain[0] == "| stage | generator steps | gap Γ (end) | digits-FID | completion PSNR (dB) | SSIM |"
+    paper = {"fid": 12.345, "is_mean": 3.0, "is_std": 0.25, "kid_mean": 0.01234, "kid_std": 0.002}
+    entry = {
+        **base,
+        "digits_fid": 7.0,
+        "gan_train": 0.9,
+        "gan_test": 0.8,
+        "inception": {"fid": 40.0, "is_mean": 2.0},
+        "eval_settings": {"paper_metrics": {"metrics": ["fid", "is", "kid"]}},
+        "paper_metrics": paper,
+    }
+    header, _, row = eval_table([entry])
+    assert header.endswith("| SSIM | GAN-train | GAN-test | Inception FID | IS | FID | IS | KID |")
+    assert (
+        row
+        == "| 1 | 4 | 0.500 | 7.00 | 20.00 | 0.500 | 0.900 | 0.800 | 40.00 | 2.00 | 12.35 | 3.00 ± 0.25 | 0.0123 ± 0.0020 |"
+    )
