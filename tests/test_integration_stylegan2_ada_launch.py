@@ -213,7 +213,7 @@ def _real_checkout(tmp_path_factory) -> Path:
         clone = subprocess.run(
             ["git", "clone", "--depth", "1", "--quiet", UPSTREAM_URL, str(target)],
             capture_output=True,
-            timeout=120,
+            timeout=60,
             check=False,
             env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
         )
