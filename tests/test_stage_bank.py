@@ -375,3 +375,26 @@ def test_trainer_draws_stage_2_critic_latents_from_the_bank(method, keep, monkey
     assert result["generator_steps"] == 8
     assert seen["draws"] == 4 * 2  # stage 2 only: 4 generator steps of 2 critic steps
     assert seen["bank"].keep == keep and seen["bank"].fills == 2  # 8 draws, a refresh after 5
+
+
+def test_trainer_checkpoints_at_a_stage_end_without_the_spent_bank(tmp_path):
+    from rankplug._checkpoint import safe_load
+    from rankplug.data import DigitsDataset
+    from rankplug.stages import CHECKPOINT_NAME
+
+    config = TrainConfig(
+        method="gogan",
+        stages=2,
+        steps_per_stage=2,
+        log_every=1,
+        size=8,
+        batch_size=8,
+        width=4,
+        n_critic=1,
+        bank_size=16,
+    )
+    first = train(config, dataset=DigitsDataset(8), directory=tmp_path)
+    state = safe_load(tmp_path / CHECKPOINT_NAME)
+    assert state["stage"] == 2 and state["bank"] is None  # written after stage 2 ended: nothing left to reuse
+    grown = train(config.replace(stages=3), dataset=DigitsDataset(8), directory=tmp_path)  # resumes, stage 3
+    assert grown["resumed"] and grown["generator_steps"] == first["generator_steps"] + 2

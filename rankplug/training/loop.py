@@ -489,6 +489,9 @@ class Trainer:
             }
             atomic_save(payload, self.directory / MODELS_NAME.format(stage=self.manager.stage))
         if self.directory is not None:
+            if self.manager.bank is not None:
+                # The stage is over and advance() empties the bank: writing it would only grow the file.
+                self.manager.bank.clear()
             self.manager.save()  # rank 0 writes; every rank meets at its barrier
 
     def result(self, resumed: bool, steps_before: int) -> dict[str, Any]:
