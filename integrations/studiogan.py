@@ -104,8 +104,9 @@ class StudioGANStageLoss:
 
     **The same z.** A forward pre-hook on the live generator records the latents and labels of its latest call;
     in a discriminator round that is the call that made the fakes, so ``G_{i-1}`` gets the same ``z`` and labels.
-    zCR (``LOSS.apply_zcr``, a second generator call on perturbed latents), InfoGAN codes and StyleGAN backbones
-    (whose style mixing calls the mapping twice) are refused from stage 2 on.
+    zCR (``LOSS.apply_zcr``, a second generator call on perturbed latents), InfoGAN codes, StyleGAN backbones
+    (whose style mixing calls the mapping twice) and several GPUs without ``-DDP`` (``DataParallel`` replicas
+    each see a chunk of ``z``) are refused from stage 2 on.
 
     **The previous stage** is the previous run's StudioGAN checkpoint folder (its ``RUN.ckpt_dir``): its
     ``model=G-{when}-weights-step=N.pth`` and ``model=D-...`` state dicts are loaded into frozen copies of the
@@ -218,6 +219,12 @@ class StudioGANStageLoss:
             raise ValueError(
                 "stages >= 2 on StudioGAN's StyleGAN backbones are not supported (style mixing calls the mapping "
                 "twice, so G_{i-1} cannot get the fakes' latents); use rankplug.integrations.stylegan2_ada"
+            )
+        gen = worker.Gen
+        if isinstance(gen, nn.DataParallel) and len(gen.device_ids) > 1:
+            raise ValueError(
+                "several GPUs without -DDP: DataParallel runs the generator in replicas, one chunk of z each, so the "
+                "fakes' latents cannot be recorded whole; train stages >= 2 with -DDP"
             )
         if getattr(worker.LOSS, "apply_zcr", False):
             raise ValueError(

@@ -170,7 +170,12 @@ def test_unsupported_settings_are_refused_with_the_reason(example, stage1, tmp_p
     worker.LOSS.apply_zcr, worker.is_stylegan = False, True
     with pytest.raises(ValueError, match="StyleGAN backbones"):
         studiogan.patch_worker(worker, previous=stage1)
-    worker.is_stylegan = False
+    worker.is_stylegan, plain = False, worker.Gen
+    worker.Gen = torch.nn.DataParallel(plain)
+    worker.Gen.device_ids = [0, 1]  # what StudioGAN builds without -DDP on two GPUs (set by hand on this CPU)
+    with pytest.raises(ValueError, match="several GPUs without -DDP"):
+        studiogan.patch_worker(worker, previous=stage1)
+    worker.Gen = plain
     with pytest.raises(ValueError, match="variant 'margin' has one stage"):
         studiogan.patch_worker(worker, previous=stage1, variant="margin")
     with pytest.raises(ValueError, match="variant must be one of"):
@@ -229,6 +234,33 @@ def test_the_documented_two_lines_under_ddp_and_mixed_precision(tmp_path):
     assert finals[0]["stage"] == 2 and finals[0]["variant"] == "rankgan"
     assert finals[0]["markers"] == finals[1]["markers"] and finals[0]["marker_sample_sizes"] == [30, 30]
     assert all(np.isfinite(v) for final in finals for v in final["latest"].values())
+
+
+def test_the_interfaces_it_relies_on_are_those_of_a_real_checkout():
+    """Read (never import) a real StudioGAN's losses.py, worker.py and config.py: the calls the adapter fits."""
+    import ast
+
+    directory = os.environ.get("RANKPLUG_STUDIOGAN_DIR")
+    if not directory:
+        pytest.skip("set RANKPLUG_STUDIOGAN_DIR to a checkout of POSTECH-CVLab/PyTorch-StudioGAN")
+    src = Path(directory) / "src"
+    losses = ast.parse((src / "utils" / "losses.py").read_text())
+    signatures = {f.name: [a.arg for a in f.args.args] for f in losses.body if isinstance(f, ast.FunctionDef)}
+    for name in ("vanilla", "logistic", "least_square", "hinge", "wasserstein"):
+        short = {"least_square": "ls"}.get(name, name)
+        assert signatures[f"d_{short}"] == ["d_logit_real", "d_logit_fake", "DDP"]
+        assert signatures[f"g_{short}"] == ["d_logit_fake", "DDP"]
+    worker = (src / "worker.py").read_text()
+    assert 'self.LOSS.d_loss(real_dict["adv_output"], fake_dict["adv_output"], DDP=self.DDP)' in worker
+    assert 'self.LOSS.g_loss(fake_dict["adv_output"], DDP=self.DDP)' in worker
+    assert worker.index("self.cfgs.define_losses()") < worker.index("def train_discriminator")  # set in __init__
+    for attribute in ("self.Gen = Gen", "self.Dis = Dis", "self.Gen_ema = Gen_ema", "self.local_rank = local_rank",
+                      "self.train_dataloader = train_dataloader", "self.is_stylegan ="):  # fmt: skip
+        assert attribute in worker, attribute
+    assert "generator(zs, fake_labels, eval=not is_train)" in (src / "utils" / "sample.py").read_text()
+    config = (src / "config.py").read_text()
+    for default in ('self.MODEL.info_type = "N/A"', "self.LOSS.apply_zcr = False", "self.OPTIMIZATION.d_first = True"):
+        assert default in config, default
 
 
 def test_docstring_examples_run():
