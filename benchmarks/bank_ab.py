@@ -6,10 +6,11 @@ thread. Stage 1 never uses the bank, so the two runs of a pair are identical up 
 step; from there the "off" run makes ``G_{i-1}(z)`` (and, for GoGAN, ``D_{i-1}(G_{i-1}(z))``) at every critic
 step from fresh latents, the "on" run draws latents with those outputs from its bank.
 
-Per run the stage-2 figures are digits-FID (the digits classifier's Frechet distance of 1,000 samples to the
-held-out digits, :func:`rankplug.eval.runs.digits_metrics`; lower is better), the gap ``Gamma`` of GoGAN Eq. 6 at
-the end of stage 2 (mean of its last 5 records) and the stage-2 CPU time per generator step (between its first and
-last records, so the bank's one fill is left out: it costs ``K / 256`` frozen forwards once per stage). The verdict
+Per run the figures are the stage-2 digits-FID (the digits classifier's Frechet distance of 1,000 samples to the
+held-out digits, :func:`rankplug.eval.runs.digits_metrics`; lower is better; stage 1's too, the same for both arms
+of a pair, to show how far stage 2 moved), the gap ``Gamma`` of GoGAN Eq. 6 at the end of stage 2 (mean of its
+last 5 records) and the stage-2 CPU time per generator step (between its first and last records, so the bank's
+one fill is left out: it costs ``K / 256`` frozen forwards once per stage). The verdict
 compares the mean paired difference ``on - off`` of digits-FID with the seed-to-seed spread (standard deviation
 over seeds of the "off" runs): "no loss" when the bank's mean FID is no worse than the off mean plus that spread.
 """
@@ -17,8 +18,10 @@ over seeds of the "off" runs): "no loss" when the bank's mean FID is no worse th
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,7 +31,7 @@ from benchmarks import _common
 NAME = "bank_ab"
 METHODS = ("gogan", "rankgan")
 SETTINGS = {
-    "full": {"seeds": 3, "steps_per_stage": 250, "width": 32, "bank_size": 4096, "fid_samples": 1000},
+    "full": {"seeds": 3, "steps_per_stage": 300, "width": 32, "bank_size": 4096, "fid_samples": 1000},
     "quick": {"seeds": 2, "steps_per_stage": 4, "width": 4, "bank_size": 64, "fid_samples": 64},
 }
 
@@ -53,9 +56,9 @@ def config_for(method: str, seed: int, bank_size: int, settings: dict[str, Any])
 
 
 def run_arm(method: str, seed: int, bank_size: int, settings: dict[str, Any]) -> dict[str, Any]:
-    """Train one arm and score its stage 2."""
+    """Train one arm in a temporary run directory and score its stages 1 and 2."""
     from rankplug.eval.runs import digits_metrics, held_out_images
-    from rankplug.runs import StageModels
+    from rankplug.runs import load_stage_models
     from rankplug.training import train
 
     config = config_for(method, seed, bank_size, settings)
@@ -65,19 +68,24 @@ def run_arm(method: str, seed: int, bank_size: int, settings: dict[str, Any]) ->
         if event["stage"] == 2:
             stage2.append((event["step"], time.process_time()))
 
-    result = train(config, callback=callback)
+    with tempfile.TemporaryDirectory() as directory:
+        result = train(config, callback=callback, directory=directory)
+        held_out = held_out_images(config, 10_000)
+        fid = {
+            stage: digits_metrics(
+                load_stage_models(Path(directory) / f"models-stage{stage}.pt"), held_out, settings["fid_samples"], seed
+            )["digits_fid"]
+            for stage in (1, 2)
+        }
     (first_step, first_s), (last_step, last_s) = stage2[0], stage2[-1]
     per_step = (last_s - first_s) / max(1, last_step - first_step)  # between records: no save, markers or fill
-    models = StageModels(
-        config, 2, result["generator_steps"], result["generator"], result["generator"], result["discriminator"], None
-    )
-    metrics = digits_metrics(models, held_out_images(config, 10_000), settings["fid_samples"], seed)
     gaps = result["stages"][1]["gap"]
     return {
         "method": method,
         "seed": seed,
         "bank_size": bank_size,
-        "digits_fid": metrics["digits_fid"],
+        "digits_fid": fid[2],
+        "stage1_digits_fid": fid[1],
         "gap_end": statistics.fmean(gaps[-5:]),
         "stage2_cpu_s_per_step": per_step,
     }
@@ -97,7 +105,7 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 pairs.setdefault(r["seed"], {})["on" if r["bank_size"] else "off"] = r
         seeds = sorted(s for s, p in pairs.items() if set(p) == {"on", "off"})
         entry: dict[str, Any] = {"seeds": seeds}
-        for key in ("digits_fid", "gap_end", "stage2_cpu_s_per_step"):
+        for key in ("digits_fid", "stage1_digits_fid", "gap_end", "stage2_cpu_s_per_step"):
             off = [pairs[s]["off"][key] for s in seeds]
             on = [pairs[s]["on"][key] for s in seeds]
             diff = [b - a for a, b in zip(off, on)]
@@ -120,10 +128,12 @@ def table(summary: dict[str, Any]) -> str:
     rows = []
     for method, entry in summary.items():
         fid, gap, t = entry["digits_fid"], entry["gap_end"], entry["stage2_cpu_s_per_step"]
+        stage1 = entry["stage1_digits_fid"]
         rows.append(
             [
                 method,
                 len(entry["seeds"]),
+                f"{stage1['off_mean']:.2f} ± {stage1['off_std']:.2f}",
                 f"{fid['off_mean']:.2f} ± {fid['off_std']:.2f}",
                 f"{fid['on_mean']:.2f} ± {fid['on_std']:.2f}",
                 f"{fid['diff_mean']:+.2f} ± {fid['diff_std']:.2f}",
@@ -137,6 +147,7 @@ def table(summary: dict[str, Any]) -> str:
         [
             "method",
             "seeds",
+            "stage-1 digits-FID (shared)",
             "stage-2 digits-FID, bank off",
             "bank on",
             "paired on - off",
@@ -171,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 runs.append(run)
                 print(
                     f"{method} seed {seed} bank {bank_size}: stage-2 digits-FID {run['digits_fid']:.2f}, "
-                    f"gap {run['gap_end']:.3f}, {1e3 * run['stage2_cpu_s_per_step']:.0f} CPU ms per step",
+                    f"(stage 1 {run['stage1_digits_fid']:.2f}), gap {run['gap_end']:.3f}, "
+                    f"{1e3 * run['stage2_cpu_s_per_step']:.0f} CPU ms per step",
                     flush=True,
                 )
     summary = summarise(runs)
