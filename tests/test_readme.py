@@ -41,6 +41,7 @@ def _readme_commands() -> list[str]:
     """Every ``rankplug ...`` command in the README's bash blocks, without comments."""
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.DOTALL):
+        block = re.sub(r"\\\n\s*", " ", block)  # a command continued over lines with a backslash
         for line in block.splitlines():
             for part in line.split("#")[0].split("&&"):
                 part = part.strip()
