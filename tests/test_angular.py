@@ -795,15 +795,18 @@ def test_from_conv_rejects_a_dilated_conv():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_fused_head_gradients_equal_autograd_of_normalize_and_linear(dtype):
+# (N, d, C): C <= d scales the (N, C) output and takes the radial sums from an (N, C) product; C > d scales the
+# (N, d) features and takes them as row dot products.
+@pytest.mark.parametrize(("n", "d", "classes"), [(7, 12, 5), (7, 12, 20), (50, 4, 30)])
+def test_fused_head_gradients_equal_autograd_of_normalize_and_linear(dtype, n, d, classes):
     from rankplug.functional.angular import cosine_logits, margin_constants
 
     torch.manual_seed(21)
-    features = torch.randn(7, 12, dtype=dtype)
-    weight = torch.randn(5, 12, dtype=dtype)
+    features = torch.randn(n, d, dtype=dtype)
+    weight = torch.randn(classes, d, dtype=dtype)
     features[3] = 0.0  # a zero feature: normalize's floor, cosine 0
     features[4] = 2.5 * weight[1]  # exactly along a class weight
-    grad = torch.randn(7, 5, dtype=dtype)
+    grad = torch.randn(n, classes, dtype=dtype)
     f1, w1 = features.clone().requires_grad_(True), weight.clone().requires_grad_(True)
     out = cosine_logits(f1, w1, margin_constants(9.0, 0.3, f1).scale)
     f2, w2 = features.clone().requires_grad_(True), weight.clone().requires_grad_(True)

@@ -248,19 +248,21 @@ class _ScaledCosine(torch.autograd.Function):
     r"""``s cos(theta_j) = s (phi . W_j) / (||phi|| ||W_j||)`` of :class:`rankplug.AAMAuxClassifier` (label-geometry
     paper Eq. 7), with the gradient written out.
 
-    With ``out_ij = s cos(theta_ij)``, ``f_i`` the feature rows, ``w_j`` the class weights and ``G`` the incoming
-    gradient:
+    With ``f_i`` the feature rows, ``w_j`` the class weights, ``G`` the incoming gradient, ``M_i = (s / ||f_i||)
+    sum_j G_ij w^_j`` and ``P_j = sum_i G_ij s f_i / ||f_i||`` (the two matrix products a linear layer's backward
+    makes):
 
     .. math::
-        \frac{\partial L}{\partial f_i} = \frac{s}{\lVert f_i \rVert} \sum_j G_{ij} \hat w_j
-            - \frac{\sum_j G_{ij}\, out_{ij}}{\lVert f_i \rVert^2} f_i, \qquad
-        \frac{\partial L}{\partial w_j} = \frac{1}{\lVert w_j \rVert} \sum_i G_{ij} \frac{s f_i}{\lVert f_i \rVert}
-            - \frac{\sum_i G_{ij}\, out_{ij}}{\lVert w_j \rVert^2} w_j
+        \frac{\partial L}{\partial f_i} = M_i - \hat f_i (\hat f_i \cdot M_i), \qquad
+        \frac{\partial L}{\partial w_j} = \frac{1}{\lVert w_j \rVert} \big(P_j - \hat w_j (\hat w_j \cdot P_j)\big)
 
-    which is what autograd takes of ``normalize`` and ``linear``, in two matrix products and a few ``(N, C)`` /
-    ``(C, 1)`` passes instead of the normalisations' own backward graphs. Norms are floored at ``1e-12`` as in
-    ``torch.nn.functional.normalize``; a zero row gets a zero cosine and the first term only (the second is 0).
-    Not twice differentiable.
+    which is what autograd takes of ``normalize`` and ``linear``, instead of the normalisations' own backward
+    graphs. With fewer classes than feature values (``C <= d``) ``s / ||f_i||`` scales the ``(N, C)`` output and
+    the radial dot products ``f_i . M_i = sum_j G_ij out_ij`` and ``w^_j . P_j = sum_i G_ij out_ij`` are the row and
+    column sums of one ``(N, C)`` product; otherwise it scales the ``(N, d)`` features and the radial parts are
+    row dot products of the ``(N, d)`` and ``(C, d)`` tensors. Norms are floored at ``1e-12`` as in
+    ``torch.nn.functional.normalize``; a zero row gets a zero cosine and the first term only. Not twice
+    differentiable.
     """
 
     @staticmethod
@@ -268,24 +270,42 @@ class _ScaledCosine(torch.autograd.Function):
         feature_inv = torch.linalg.vector_norm(features, dim=1, keepdim=True).clamp_min_(_NORM_EPS).reciprocal_()
         weight_inv = torch.linalg.vector_norm(weight, dim=1, keepdim=True).clamp_min_(_NORM_EPS).reciprocal_()
         weight_hat = weight * weight_inv
-        feature_scale = feature_inv * scale  # s / ||f_i||: s rides on the (N, 1) factor, no extra (N, d) pass
-        out = features.mm(weight_hat.t()).mul_(feature_scale)
-        ctx.save_for_backward(features, weight, weight_hat, feature_inv, feature_scale, weight_inv, out)
+        feature_scale = feature_inv * scale  # s / ||f_i||
+        if weight.shape[0] <= features.shape[1]:  # C <= d: scale the (N, C) product
+            scaled_features = None
+            out = features.mm(weight_hat.t()).mul_(feature_scale)
+        else:  # C > d: scale the (N, d) features, which the backward's P reuses
+            scaled_features = features * feature_scale
+            out = scaled_features.mm(weight_hat.t())
+        kept_out = out if scaled_features is None else None  # C <= d: the radial sums from G * out (class docs)
+        ctx.save_for_backward(features, weight_hat, feature_inv, feature_scale, weight_inv, scaled_features, kept_out)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
-        features, weight, weight_hat, feature_inv, feature_scale, weight_inv, out = ctx.saved_tensors
-        along = grad_out * out  # G_ij out_ij: the part of the gradient along each normalised row
-        scaled = grad_out * feature_scale
+        features, weight_hat, feature_inv, feature_scale, weight_inv, scaled_features, out = ctx.saved_tensors
+        if scaled_features is None:
+            scaled = grad_out * feature_scale
+            along_features, along_weight = scaled.mm(weight_hat), scaled.t().mm(features)  # M, P
+        else:
+            along_features = grad_out.mm(weight_hat).mul_(feature_scale)
+            along_weight = grad_out.t().mm(scaled_features)
+        # f_i . M_i = sum_j G_ij out_ij and w^_j . P_j = sum_i G_ij out_ij: from the (N, C) product when smaller.
+        product = None if out is None else grad_out * out
         grad_features = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            radial = along.sum(1, keepdim=True).mul_(feature_inv * feature_inv)
-            grad_features = scaled.mm(weight_hat).addcmul_(features, radial, value=-1.0)
-        if ctx.needs_input_grad[1]:
-            radial = along.sum(0).unsqueeze_(1).mul_(weight_inv * weight_inv)
-            grad_weight = scaled.t().mm(features).mul_(weight_inv).addcmul_(weight, radial, value=-1.0)
+        if ctx.needs_input_grad[0]:  # M - f (f . M) / ||f||^2
+            if product is None:
+                radial = torch.linalg.vecdot(features, along_features, dim=1).unsqueeze_(1)
+            else:
+                radial = product.sum(1, keepdim=True)
+            grad_features = along_features.addcmul_(features, radial.mul_(feature_inv * feature_inv), value=-1.0)
+        if ctx.needs_input_grad[1]:  # (P - w^ (w^ . P)) / ||w||
+            if product is None:
+                radial = torch.linalg.vecdot(weight_hat, along_weight, dim=1).unsqueeze_(1)
+            else:
+                radial = product.sum(0).unsqueeze_(1)
+            grad_weight = along_weight.addcmul_(weight_hat, radial, value=-1.0).mul_(weight_inv)
         return grad_features, grad_weight, None
 
 
