@@ -42,7 +42,11 @@ def train_cached(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     done = run_dir / SUMMARY
     if done.is_file():
         summary = read_json(done)
-        if summary.get("config") == config.to_dict():
+        # compared as configs, so a setting added to TrainConfig later (with its default) keeps the cache valid
+        if (
+            not TrainConfig.from_dict(summary["config"]).differences(config)
+            and summary["config"]["stages"] == config.stages
+        ):
             return summary
     stamps: list[tuple[int, int, float]] = []
     events: list[dict[str, Any]] = []

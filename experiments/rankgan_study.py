@@ -53,6 +53,8 @@ def common_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def rankgan_config(args: argparse.Namespace, seed: int, clamp: float, **extra: Any) -> TrainConfig:
+    if args.beta2 is not None:
+        extra["beta2"] = args.beta2
     return TrainConfig.from_preset(
         "rankgan", seed=seed, stages=3, clamp_weight=clamp, margin=args.margin, **common_settings(args), **extra
     )
@@ -78,10 +80,45 @@ def baseline_config(args: argparse.Namespace, seed: int) -> TrainConfig:
     )
 
 
+def ladder(run_dir: Path, images: int = 256) -> dict[int, dict[str, float]]:
+    """Per stage >= 2, with that stage's final critic D_i: the mean scores D_i(x), D_i(G_i(z)), D_i(G_{i-1}(z))
+    (the same ``z`` for both generators) and the fraction of samples whose generator hinge
+    ``[D_i(x) - D_i(G_i(z))]_+`` (Eq. 4, generator) is still active, i.e. whose fake scores below its real."""
+    import torch
+
+    from rankplug.eval.runs import held_out_images
+    from rankplug.runs import load_stage_models, read_run_config, stage_files
+
+    config = read_run_config(run_dir)
+    files = dict(stage_files(run_dir))
+    real = held_out_images(config, images)
+    z = torch.Generator().manual_seed(99)
+    noise = torch.randn(images, config.nz, generator=z)
+    out = {}
+    for stage in sorted(files):
+        if stage < 2:
+            continue
+        now, before = (load_stage_models(files[s], config=config) for s in (stage, stage - 1))
+        with torch.no_grad():
+            d_real = now.discriminator(real).flatten()
+            d_fake = now.discriminator(now.raw_generator(noise)).flatten()
+            d_prev = now.discriminator(before.raw_generator(noise)).flatten()
+        out[stage] = {
+            "real": float(d_real.mean()),
+            "fake": float(d_fake.mean()),
+            "prev_fake": float(d_prev.mean()),
+            "generator_hinge_active": float((d_real - d_fake > 0).float().mean()),
+        }
+    return out
+
+
 def one_run(name: str, seed: int, config: TrainConfig, work: str) -> dict[str, Any]:
     run_dir = Path(work) / f"{name}-seed{seed}"
     summary = train_cached(run_dir, config)
-    return {"name": name, "seed": seed, "train": summary, "scores": stage_scores(run_dir)}
+    result = {"name": name, "seed": seed, "train": summary, "scores": stage_scores(run_dir)}
+    if config.method == "rankgan":
+        result["ladder"] = ladder(run_dir)
+    return result
 
 
 def main() -> None:
@@ -95,20 +132,25 @@ def main() -> None:
     parser.add_argument("--data", default="digits")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--beta2", type=float, default=None, help="Adam's beta2 for RankGAN (default: the preset's)")
+    parser.add_argument("--no-baseline", action="store_true", help="train the RankGAN arms only")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (one torch thread each)")
     parser.add_argument("--work", default="/tmp/rankplug-study/rankgan")
     parser.add_argument("--output", default=str(RESULTS / "rankgan_study.json"))
     args = parser.parse_args()
 
-    tasks = [("baseline", seed, baseline_config(args, seed), args.work) for seed in args.seeds]
+    tasks = (
+        [] if args.no_baseline else [("baseline", seed, baseline_config(args, seed), args.work) for seed in args.seeds]
+    )
+    suffix = "" if args.beta2 is None else f"-beta2-{args.beta2:g}"
     tasks += [
-        (f"clamp{clamp:g}", seed, rankgan_config(args, seed, clamp), args.work)
+        (f"clamp{clamp:g}{suffix}", seed, rankgan_config(args, seed, clamp), args.work)
         for clamp in args.clamps
         for seed in args.seeds
     ]
     runs = run_tasks(tasks, one_run, args.jobs)
     by = {(r["name"], r["seed"]): r for r in runs}
-    analysis = analyse(args, by)
+    analysis = analyse(args, by, suffix)
     print(analysis["text"])
     record = {
         "seeds": args.seeds,
@@ -137,8 +179,9 @@ def _baseline_at(run: dict[str, Any], *, steps: int | None = None, cpu: float | 
     return _fid(run, best["stage"]), int(best["generator_steps_end"])
 
 
-def analyse(args: argparse.Namespace, by: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
+def analyse(args: argparse.Namespace, by: dict[tuple[str, int], dict[str, Any]], suffix: str = "") -> dict[str, Any]:
     seeds = args.seeds
+    baseline = all(("baseline", seed) in by for seed in seeds)
     out: dict[str, Any] = {"per_clamp": {}}
     lines = [
         "| lambda_clamp | stage 1 | stage 2 | stage 3 | stage 2 - 1 | stage 3 - 1 | WGAN-GP, equal steps | "
@@ -146,11 +189,13 @@ def analyse(args: argparse.Namespace, by: dict[tuple[str, int], dict[str, Any]])
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for clamp in args.clamps:
-        runs = [by[(f"clamp{clamp:g}", s)] for s in seeds]
+        runs = [by[(f"clamp{clamp:g}{suffix}", s)] for s in seeds]
         fids = {stage: [_fid(r, stage) for r in runs] for stage in (1, 2, 3) if all(stage in r["scores"] for r in runs)}
         last = max(fids)
         equal_steps, equal_cpu = [], []
         for seed, run in zip(seeds, runs):
+            if not baseline:
+                continue
             base = by[("baseline", seed)]
             end = run["train"]["stages"][-1]
             equal_steps.append(_baseline_at(base, steps=end["generator_steps_end"]))
@@ -168,8 +213,15 @@ def analyse(args: argparse.Namespace, by: dict[tuple[str, int], dict[str, Any]])
             "digits_fid": {stage: t_interval(v) for stage, v in fids.items()},
             "stage1_identical_across_arms": None,
             "diff_vs_stage1": {stage: paired_difference(fids[stage], fids[1]) for stage in fids if stage > 1},
-            "diff_vs_wgan_equal_steps": paired_difference(fids[last], [f for f, _ in equal_steps]),
-            "diff_vs_wgan_equal_cpu": paired_difference(fids[last], [f for f, _ in equal_cpu]),
+            "diff_vs_wgan_equal_steps": paired_difference(fids[last], [f for f, _ in equal_steps])
+            if baseline
+            else None,
+            "diff_vs_wgan_equal_cpu": paired_difference(fids[last], [f for f, _ in equal_cpu]) if baseline else None,
+            "ladder_end_of_stage": {
+                stage: {k: t_interval([r["ladder"][stage][k] for r in runs]) for k in runs[0]["ladder"][stage]}
+                for stage in (2, 3)
+                if all(stage in r.get("ladder", {}) for r in runs)
+            },
             "wgan_equal_steps_at": [s for _, s in equal_steps],
             "wgan_equal_cpu_at": [s for _, s in equal_cpu],
             "steps_per_stage": [[s["steps"] for s in r["train"]["stages"]] for r in runs],
@@ -187,16 +239,39 @@ def analyse(args: argparse.Namespace, by: dict[tuple[str, int], dict[str, Any]])
             + " | ".join(fmt_interval(t_interval(fids[s]), 1) if s in fids else "-" for s in (1, 2, 3))
             + " | "
             + " | ".join(fmt_interval(entry["diff_vs_stage1"][s], 1) if s in fids else "-" for s in (2, 3))
-            + f" | {fmt_interval(entry['diff_vs_wgan_equal_steps'], 1)} | {fmt_interval(entry['diff_vs_wgan_equal_cpu'], 1)}"
+            + " | "
+            + " | ".join(
+                "-" if entry[key] is None else fmt_interval(entry[key], 1)
+                for key in ("diff_vs_wgan_equal_steps", "diff_vs_wgan_equal_cpu")
+            )
             + f" | {cell(2, 'rank')}, {cell(3, 'rank')} | {cell(2, 'clamp')}, {cell(3, 'clamp')} |"
         )
-    stage1 = {f"{c:g}": [_fid(by[(f"clamp{c:g}", s)], 1) for s in seeds] for c in args.clamps}
+    stage1 = {f"{c:g}": [_fid(by[(f"clamp{c:g}{suffix}", s)], 1) for s in seeds] for c in args.clamps}
     identical = all(
         math.isclose(a, b, rel_tol=0, abs_tol=1e-9) for values in zip(*stage1.values()) for a in values for b in values
     )
     for entry in out["per_clamp"].values():
         entry["stage1_identical_across_arms"] = identical
     out["stage1_fid_per_arm"] = stage1
+    lines += [
+        "",
+        "The ladder at the end of stages 2 and 3, scored by that stage's final critic on 256 held-out digits and "
+        "256 z (mean over seeds): D_i(x) / D_i(G_i(z)) / D_i(G_{i-1}(z)), and the share of samples whose "
+        "generator hinge [D_i(x) - D_i(G_i(z))]_+ is still active.",
+        "",
+        "| lambda_clamp | stage 2 ladder | generator hinge active | stage 3 ladder | generator hinge active |",
+        "|---|---|---|---|---|",
+    ]
+    for key, entry in out["per_clamp"].items():
+        cells = []
+        for stage in (2, 3):
+            rung = entry["ladder_end_of_stage"].get(stage)
+            if rung is None:
+                cells += ["-", "-"]
+                continue
+            cells.append(" / ".join(f"{rung[k]['mean']:.2f}" for k in ("real", "fake", "prev_fake")))
+            cells.append(f"{100 * rung['generator_hinge_active']['mean']:.0f} %")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Differences are paired by seed (mean [95 % t interval]); a negative FID difference is an improvement. "
