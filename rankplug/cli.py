@@ -221,7 +221,7 @@ def _add_train_settings(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
             continue
         kind: Any = _finite_float if isinstance(default, float) else _positive_int if isinstance(default, int) else str
-        if name in ("seed", "workers"):  # may be 0
+        if name in ("seed", "workers", "bank_size", "bank_refresh"):  # may be 0
             kind = int
         elif name == "plateau_patience":  # None by default
             kind = _positive_int

@@ -119,6 +119,21 @@ def test_bad_arguments_are_named(argv: list[str], message: str, capsys: pytest.C
     assert message in capsys.readouterr().err
 
 
+def test_settings_that_may_be_zero_parse_as_zero() -> None:
+    from rankplug.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--dir", "x", "--bank-size", "0", "--bank-refresh", "0", "--seed", "0"])
+    assert (args.bank_size, args.bank_refresh, args.seed) == (0, 0, 0)
+
+
+def test_a_negative_bank_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--dir", str(tmp_path / "run"), "--bank-size", "-1"]) == 2
+    assert "bank_size must be an int in [0, 100000000]; got -1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_inputs_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--dir", str(tmp_path / "r"), "--data", "folder"]) == 2
     assert "data 'folder' needs data_root" in capsys.readouterr().err
