@@ -20,6 +20,7 @@ longer than the RankGAN runs, so that it can be compared at equal generator step
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--beta2", type=float, default=None, help="Adam's beta2 for RankGAN (default: the preset's)")
     parser.add_argument("--no-baseline", action="store_true", help="train the RankGAN arms only")
+    parser.add_argument("--reanalyse", action="store_true", help="re-analyse the runs recorded in --output")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (one torch thread each)")
     parser.add_argument("--work", default="/tmp/rankplug-study/rankgan")
     parser.add_argument("--output", default=str(RESULTS / "rankgan_study.json"))
@@ -148,7 +150,10 @@ def main() -> None:
         for clamp in args.clamps
         for seed in args.seeds
     ]
-    runs = run_tasks(tasks, one_run, args.jobs)
+    if args.reanalyse:  # the runs recorded in --output, analysed again (no training, no scoring)
+        runs = [_int_keys(run) for run in json.loads(Path(args.output).read_text())["runs"]]
+    else:
+        runs = run_tasks(tasks, one_run, args.jobs)
     by = {(r["name"], r["seed"]): r for r in runs}
     analysis = analyse(args, by, suffix)
     print(analysis["text"])
@@ -159,11 +164,21 @@ def main() -> None:
         "analysis": analysis,
     }
     command = "python experiments/rankgan_study.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        f"--{k.replace('_', '-')}"
+        if v is True
+        else f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
         for k, v in vars(args).items()
-        if k not in ("work", "output", "jobs") and v is not None
+        if k not in ("work", "output", "jobs", "reanalyse") and v is not None and v is not False
     )
     write_record(Path(args.output), record, command)
+
+
+def _int_keys(run: dict[str, Any]) -> dict[str, Any]:
+    """A run read back from the JSON, with its per-stage keys as ints again."""
+    for key in ("scores", "ladder"):
+        if key in run:
+            run[key] = {int(stage): value for stage, value in run[key].items()}
+    return run
 
 
 def _fid(run: dict[str, Any], stage: int) -> float:
@@ -213,6 +228,20 @@ def analyse(args: argparse.Namespace, by: dict[tuple[str, int], dict[str, Any]],
             "digits_fid": {stage: t_interval(v) for stage, v in fids.items()},
             "stage1_identical_across_arms": None,
             "diff_vs_stage1": {stage: paired_difference(fids[stage], fids[1]) for stage in fids if stage > 1},
+            "diff_vs_wgan_per_stage_equal_steps": {
+                stage: paired_difference(
+                    fids[stage],
+                    [
+                        _baseline_at(
+                            by[("baseline", seed)], steps=r["train"]["stages"][stage - 1]["generator_steps_end"]
+                        )[0]
+                        for seed, r in zip(seeds, runs)
+                    ],
+                )
+                for stage in fids
+            }
+            if baseline
+            else None,
             "diff_vs_wgan_equal_steps": paired_difference(fids[last], [f for f, _ in equal_steps])
             if baseline
             else None,
@@ -253,6 +282,20 @@ def analyse(args: argparse.Namespace, by: dict[tuple[str, int], dict[str, Any]],
     for entry in out["per_clamp"].values():
         entry["stage1_identical_across_arms"] = identical
     out["stage1_fid_per_arm"] = stage1
+    if all(e["diff_vs_wgan_per_stage_equal_steps"] for e in out["per_clamp"].values()):
+        lines += [
+            "",
+            "RankGAN minus WGAN-GP at the end of each stage, at equal generator steps (the baseline's checkpoint "
+            "nearest the stage's end; digits-FID, paired by seed):",
+            "",
+            "| lambda_clamp | stage 1 | stage 2 | stage 3 |",
+            "|---|---|---|---|",
+        ]
+        for key, entry in out["per_clamp"].items():
+            per = entry["diff_vs_wgan_per_stage_equal_steps"]
+            lines.append(
+                f"| {key} | " + " | ".join(fmt_interval(per[s], 1) if s in per else "-" for s in (1, 2, 3)) + " |"
+            )
     lines += [
         "",
         "The ladder at the end of stages 2 and 3, scored by that stage's final critic on 256 held-out digits and "
