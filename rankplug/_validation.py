@@ -58,7 +58,9 @@ def hinge(value: Tensor) -> Tensor:
     every finite ``u`` and NaN for ``+-inf`` and NaN, so the sum is exactly the hinge for finite input and
     NaN otherwise, with no host sync.
     """
-    return torch.relu(value) + 0.0 * value
+    # relu(u) + 0 * u as one add with alpha = 0: the same numbers (signed zeros included) without turning the
+    # Python 0.0 into a tensor at every call (torch 2.13 materialises a wrapped number as a 0-d tensor copy).
+    return torch.add(torch.relu(value), value, alpha=0.0)
 
 
 def check_dense(value: object, name: str) -> Tensor:
@@ -120,8 +122,10 @@ def per_sample_scores(scores: object, name: str) -> Tensor:
         raise ValueError(
             f"{name} has shape {shape_str(tensor)}, an empty score map; expected (N, 1, H, W) with H, W >= 1"
         )
-    if tensor.dim() == 1:
-        return as_float32(tensor)
+    if tensor.dim() == 1 or tensor.numel() == tensor.shape[0]:
+        # (N,), (N, 1) and 1x1 maps hold one score per sample: a view (a mean over one value would add a
+        # reduction and its backward to every loss call, about 30 ATen calls, for the same numbers).
+        return as_float32(tensor if tensor.dim() == 1 else tensor.view(tensor.shape[0]))
     # Averaged in the computation dtype directly, without a float32 copy of the whole map.
     return tensor.flatten(1).mean(dim=1, dtype=compute_dtype(tensor))
 

@@ -244,3 +244,66 @@ def test_m_low_above_m_high_is_rejected_everywhere():
         clamp_penalty(real, prev, m_high=1.0, m_low=2.0)
     with pytest.raises(ValueError, match=r"m_low must be <= m_high"):
         rankplug.StageRankLoss(m_high=1.0, m_low=2.0)
+
+
+def _three_hinges(real, fake, prev, m_high, m_low, clamp_weight, reduction):
+    """Eq. 4 + clamp_weight * Eq. 6 as three hinges on (N,) tensors, each [u]_+ = relu(u) + 0 u (the former path)."""
+    per = [t.reshape(len(t), -1).mean(1, dtype=torch.promote_types(t.dtype, torch.float32)) for t in (real, fake, prev)]
+    r, f, p = per
+
+    def hinge(u):
+        return torch.relu(u) + 0.0 * u
+
+    out = hinge(f - p) + clamp_weight * (hinge(m_high - r) + hinge(p - m_low))
+    return {"mean": out.mean(), "sum": out.sum(), "none": out}[reduction]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", [(16, 1), (16, 1, 1, 1), (16, 1, 3, 2)])
+def test_stage_rank_loss_stacked_hinges_match_three_hinges_with_gradients(reduction, shape):
+    # The (3, N) fast path against three separate hinges, values and gradients, with scores on both sides of
+    # every marker, ties, a float64 score mixed with float32 ones, and (N, 1) / 1x1 / PatchGAN-map scores.
+    gen = torch.Generator().manual_seed(3)
+    real = torch.randn(shape, generator=gen).requires_grad_(True)
+    fake = torch.randn(shape, generator=gen, dtype=torch.float64).requires_grad_(True)
+    prev = torch.randn(shape, generator=gen).requires_grad_(True)
+    with torch.no_grad():
+        prev.view(-1)[:2] = real.view(-1)[:2]
+    got = stage_rank_loss(real, fake, prev, m_high=0.4, m_low=-0.3, clamp_weight=7.0, reduction=reduction)
+    expected = _three_hinges(real, fake, prev, 0.4, -0.3, 7.0, reduction)
+    assert got.dtype == expected.dtype == torch.float64
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    weights = torch.rand_like(expected)
+    grads = torch.autograd.grad((got * weights).sum(), [real, fake, prev])
+    expected_grads = torch.autograd.grad((expected * weights).sum(), [real, fake, prev])
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), -float("inf"), float("nan")])
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_stage_rank_loss_keeps_a_non_finite_score_non_finite_per_sample(bad, which):
+    scores = [torch.tensor([0.5, -0.2, 1.5]) for _ in range(3)]
+    scores[which] = scores[which].clone()
+    scores[which][1] = bad
+    got = stage_rank_loss(*scores, m_high=1.0, m_low=0.0, reduction="none")
+    expected = _three_hinges(*scores, 1.0, 0.0, 1000.0, "none")
+    assert torch.isnan(got[1]) and torch.isnan(expected[1])
+    torch.testing.assert_close(got[[0, 2]], expected[[0, 2]])
+
+
+def test_per_sample_scores_is_a_view_for_one_score_per_sample_and_a_mean_for_maps():
+    from rankplug._validation import per_sample_scores
+
+    column = torch.randn(5, 1)
+    assert per_sample_scores(column, "real_scores")._base is column
+    single = torch.randn(5, 1, 1, 1)
+    assert per_sample_scores(single, "real_scores").data_ptr() == single.data_ptr()
+    assert per_sample_scores(single, "real_scores").shape == (5,)
+    half = torch.randn(5, 1, dtype=torch.float16)
+    out = per_sample_scores(half, "real_scores")
+    assert out.dtype == torch.float32 and torch.equal(out, half.float().view(5))
+    patch = torch.randn(5, 1, 3, 4, dtype=torch.bfloat16)
+    torch.testing.assert_close(per_sample_scores(patch, "real_scores"), patch.float().mean((1, 2, 3)))
+    strided = torch.randn(5, 3)[:, 1:2]  # a non-contiguous (N, 1) column
+    assert torch.equal(per_sample_scores(strided, "real_scores"), strided[:, 0])
