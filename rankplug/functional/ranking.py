@@ -139,7 +139,7 @@ def stage_rank_loss(
         >>> prev_fake = torch.tensor([0.0, -0.5], requires_grad=True)
         >>> loss = stage_rank_loss(real, fake, prev_fake, m_high=1.0, m_low=0.0)
         >>> loss
-        tensor(0.2500, grad_fn=<MeanBackward0>)
+        tensor(0.2500, grad_fn=<SumBackward0>)
         >>> loss.backward()
     """
     high, low = _markers(m_high, m_low)
