@@ -25,14 +25,15 @@ DEMO_FILE = "demo.json"
 # critic separates real from fake by more than 1, after which stage 1 learns only from the gradient penalty and
 # its samples stay noise (docs/demo_timing.md); eps = 10 keeps the hinges active, as the WGAN limit of MATH §1.
 DEMO_MARGIN = 10.0
-# lambda_clamp of the demo (the authors' code's value); the paper's 1000 is the rankgan preset's (--full).
+# lambda_clamp of the demo: the authors' code's value, also the rankgan preset's (the paper's 1000 collapses,
+# docs/results.md section 1).
 DEMO_CLAMP = 1.0
 #: The demo's fixed schedule: the digits at their native 8x8 (the 16x16 ones are bilinear upsamples of them, so
 #: 8x8 loses nothing and costs a quarter), a width-64 network, 3 stages of 400 generator steps, one torch thread.
 #: Nothing depends on the machine: the same command with the same seed writes the same metrics.
 DEMO = {"size": 8, "width": 64, "stages": 3, "steps_per_stage": 400, "log_every": 10}
 QUICK = {"size": 8, "width": 8, "stages": 3, "steps_per_stage": 4, "log_every": 2, "batch_size": 16, "n_critic": 2}
-#: ``--full``: RankGAN with the paper's settings (the rankgan preset: Algorithm 1's optimiser, lambda_clamp 1000,
+#: ``--full``: RankGAN with the paper's settings (the rankgan preset: Algorithm 1's optimiser, lambda_clamp 1,
 #: the VAE stage 0 and encoder, stages that end when the gap plateaus, here after at most 2,000 steps) at 16x16.
 FULL = {"size": 16, "width": 64, "stages": 3, "steps_per_stage": 2000, "log_every": 20}
 #: What the default demo should take on 2 idle cores; a slower machine is told, never given fewer steps.
