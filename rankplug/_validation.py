@@ -241,7 +241,8 @@ def flat_features(features: object, name: str, in_features: int) -> Tensor:
     """Validate ``(N, *)`` features whose non-batch dimensions hold ``in_features`` values; return ``(N, in_features)``."""
     tensor = check_tensor(features, name)
     check_batch(tensor, name)
-    flat = tensor.flatten(1) if tensor.dim() > 1 else tensor.unsqueeze(1)
+    dim = tensor.dim()
+    flat = tensor if dim == 2 else tensor.flatten(1) if dim > 2 else tensor.unsqueeze(1)  # (N, d): no call
     if flat.shape[1] != in_features:
         raise ValueError(
             f"{name} has shape {shape_str(tensor)}, i.e. {flat.shape[1]} features per sample; "

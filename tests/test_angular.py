@@ -861,3 +861,66 @@ def test_head_loss_follows_a_changed_margin_and_dtype():
     value = head.loss(head(features.double()), labels)
     assert value.dtype == torch.float64
     torch.testing.assert_close(value.float(), fresh.loss(fresh(features), labels), rtol=1e-5, atol=1e-5)
+
+
+def _two_node_loss(head, features, labels):
+    # The head's logits behind a clone: the loss then takes the two-node path (margin cross entropy, then the
+    # scaled cosine's own backward), the reference for the fused one.
+    return head.loss(head(features).clone(), labels)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize(("n", "d", "classes"), [(9, 12, 5), (9, 6, 20)])  # C <= d and C > d
+def test_head_loss_on_its_own_logits_is_one_fused_node_with_the_two_nodes_gradients(reduction, n, d, classes):
+    torch.manual_seed(24)
+    head = AAMAuxClassifier(d, classes, scale=12.0, margin=0.4, reduction=reduction).double()
+    features = torch.randn(n, d, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(classes, (n,))
+    fused = head.loss(head(features), labels)
+    assert type(fused.grad_fn).__name__ == "_CosineMarginCrossEntropyBackward"
+    reference = _two_node_loss(head, features, labels)
+    assert type(reference.grad_fn).__name__ == "_TargetMarginCrossEntropyBackward"
+    torch.testing.assert_close(fused, reference, rtol=1e-12, atol=1e-12)
+    weights = torch.rand_like(fused)
+    got = torch.autograd.grad((fused * weights).sum(), [features, head.weight])
+    expected = torch.autograd.grad((reference * weights).sum(), [features, head.weight])
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_head_loss_leaves_the_logits_usable_in_any_order():
+    torch.manual_seed(25)
+    head = AAMAuxClassifier(8, 5).double()
+    features = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(5, (6,))
+    # Another term on the same logits: its gradient flows through their own node, the loss's through the fused one.
+    logits = head(features)
+    got = torch.autograd.grad(head.loss(logits, labels) + logits.square().sum(), [features, head.weight])
+    logits = head(features)
+    both = _two_node_loss(head, features, labels) + logits.square().sum()
+    expected = torch.autograd.grad(both, [features, head.weight])
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # Backward through the logits first (their node frees its saved tensors), then through the loss.
+    logits = head(features)
+    loss = head.loss(logits, labels)
+    logits.sum().backward()
+    features.grad = head.weight.grad = None
+    loss.backward()
+    expected = torch.autograd.grad(_two_node_loss(head, features, labels), [features, head.weight])
+    torch.testing.assert_close(features.grad, expected[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(head.weight.grad, expected[1], rtol=1e-12, atol=1e-12)
+
+
+def test_head_loss_on_logits_changed_in_place_takes_the_two_node_path():
+    torch.manual_seed(26)
+    head = AAMAuxClassifier(4, 9).double()  # C > d: the cosine keeps no copy of its output, so it may be changed
+    features = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(9, (6,))
+    logits = head(features)
+    logits.mul_(0.5)  # the loss must see the halved logits and differentiate through the halving
+    loss = head.loss(logits, labels)
+    assert type(loss.grad_fn).__name__ == "_TargetMarginCrossEntropyBackward"
+    got = torch.autograd.grad(loss, [features])
+    expected = torch.autograd.grad(head.loss(head(features) * 0.5, labels), [features])
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-12, atol=1e-12)

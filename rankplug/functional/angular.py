@@ -220,28 +220,43 @@ class _TargetMarginCrossEntropy(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, scaled_cosine: Tensor, targets: Tensor, constants: MarginConstants, reduction: str
     ) -> Tensor:
-        index = targets.unsqueeze(1)
-        target = scaled_cosine.gather(1, index)  # s cos(theta_y), (N, 1); CPU kernels check the index range
-        psi, slope = _scaled_margin(target, constants)
-        log_probs = torch.log_softmax(scaled_cosine.scatter(1, index, psi), dim=1)
+        loss, log_probs, index, slope = _margin_cross_entropy(scaled_cosine, targets, constants, reduction)
         ctx.save_for_backward(log_probs, index, slope)
         ctx.reduction = reduction
-        return nnf.nll_loss(log_probs, targets, reduction=reduction)
+        return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
         log_probs, index, slope = ctx.saved_tensors
-        if ctx.reduction == "none":
-            g = grad_loss.unsqueeze(1)
-        else:  # a scalar: the mean's 1/N rides on it
-            g = grad_loss / log_probs.shape[0] if ctx.reduction == "mean" else grad_loss
-        grad = log_probs.exp().mul_(g)  # p_j * g, the softmax gradient of every logit but the target's
-        # (p_y - 1) * g, chained through logit_y = s psi(l_y / s): d/dl_y = psi'(cos theta_y).
-        target = grad.gather(1, index).sub_(g)
-        if slope is not None:
-            target.mul_(slope)
-        return grad.scatter_(1, index, target), None, None, None
+        return _margin_cross_entropy_backward(grad_loss, log_probs, index, slope, ctx.reduction), None, None, None
+
+
+def _margin_cross_entropy(
+    scaled_cosine: Tensor, targets: Tensor, constants: MarginConstants, reduction: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """The forward of :class:`_TargetMarginCrossEntropy`: the loss and what its backward needs."""
+    index = targets.unsqueeze(1)
+    target = scaled_cosine.gather(1, index)  # s cos(theta_y), (N, 1); CPU kernels check the index range
+    psi, slope = _scaled_margin(target, constants)
+    log_probs = torch.log_softmax(scaled_cosine.scatter(1, index, psi), dim=1)
+    return nnf.nll_loss(log_probs, targets, reduction=reduction), log_probs, index, slope
+
+
+def _margin_cross_entropy_backward(
+    grad_loss: Tensor, log_probs: Tensor, index: Tensor, slope: Tensor | None, reduction: str
+) -> Tensor:
+    """The backward of :class:`_TargetMarginCrossEntropy`: ``d loss / d (s cos theta)``, ``(N, C)``."""
+    if reduction == "none":
+        g = grad_loss.unsqueeze(1)
+    else:  # a scalar: the mean's 1/N rides on it
+        g = grad_loss / log_probs.shape[0] if reduction == "mean" else grad_loss
+    grad = log_probs.exp().mul_(g)  # p_j * g, the softmax gradient of every logit but the target's
+    # (p_y - 1) * g, chained through logit_y = s psi(l_y / s): d/dl_y = psi'(cos theta_y).
+    target = grad.gather(1, index).sub_(g)
+    if slope is not None:
+        target.mul_(slope)
+    return grad.scatter_(1, index, target)
 
 
 class _ScaledCosine(torch.autograd.Function):
@@ -273,40 +288,88 @@ class _ScaledCosine(torch.autograd.Function):
         feature_scale = feature_inv * scale  # s / ||f_i||
         if weight.shape[0] <= features.shape[1]:  # C <= d: scale the (N, C) product
             scaled_features = None
-            out = features.mm(weight_hat.t()).mul_(feature_scale)
+            out = features.mm(weight_hat.transpose(0, 1)).mul_(feature_scale)
         else:  # C > d: scale the (N, d) features, which the backward's P reuses
             scaled_features = features * feature_scale
-            out = scaled_features.mm(weight_hat.t())
+            out = scaled_features.mm(weight_hat.transpose(0, 1))
         kept_out = out if scaled_features is None else None  # C <= d: the radial sums from G * out (class docs)
-        ctx.save_for_backward(features, weight_hat, feature_inv, feature_scale, weight_inv, scaled_features, kept_out)
+        # weight last: the fused loss (:class:`_CosineMarginCrossEntropy`) routes its gradient to it.
+        ctx.save_for_backward(
+            features, weight_hat, feature_inv, feature_scale, weight_inv, scaled_features, kept_out, weight
+        )
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
-        features, weight_hat, feature_inv, feature_scale, weight_inv, scaled_features, out = ctx.saved_tensors
-        if scaled_features is None:
-            scaled = grad_out * feature_scale
-            along_features, along_weight = scaled.mm(weight_hat), scaled.t().mm(features)  # M, P
-        else:
-            along_features = grad_out.mm(weight_hat).mul_(feature_scale)
-            along_weight = grad_out.t().mm(scaled_features)
-        # f_i . M_i = sum_j G_ij out_ij and w^_j . P_j = sum_i G_ij out_ij: from the (N, C) product when smaller.
-        product = None if out is None else grad_out * out
-        grad_features = grad_weight = None
-        if ctx.needs_input_grad[0]:  # M - f (f . M) / ||f||^2
-            if product is None:
-                radial = torch.linalg.vecdot(features, along_features, dim=1).unsqueeze_(1)
-            else:
-                radial = product.sum(1, keepdim=True)
-            grad_features = along_features.addcmul_(features, radial.mul_(feature_inv * feature_inv), value=-1.0)
-        if ctx.needs_input_grad[1]:  # (P - w^ (w^ . P)) / ||w||
-            if product is None:
-                radial = torch.linalg.vecdot(weight_hat, along_weight, dim=1).unsqueeze_(1)
-            else:
-                radial = product.sum(0).unsqueeze_(1)
-            grad_weight = along_weight.addcmul_(weight_hat, radial, value=-1.0).mul_(weight_inv)
+        needs = ctx.needs_input_grad
+        grad_features, grad_weight = _scaled_cosine_backward(grad_out, ctx.saved_tensors, needs[0], needs[1])
         return grad_features, grad_weight, None
+
+
+def _scaled_cosine_backward(
+    grad_out: Tensor, saved: tuple[Tensor, ...], needs_features: bool, needs_weight: bool
+) -> tuple[Tensor | None, Tensor | None]:
+    """The backward of :class:`_ScaledCosine` (its class docs) from its saved tensors."""
+    features, weight_hat, feature_inv, feature_scale, weight_inv, scaled_features, out = saved[:7]
+    if scaled_features is None:
+        scaled = grad_out * feature_scale
+        along_features, along_weight = scaled.mm(weight_hat), scaled.transpose(0, 1).mm(features)  # M, P
+    else:
+        along_features = grad_out.mm(weight_hat).mul_(feature_scale)
+        along_weight = grad_out.transpose(0, 1).mm(scaled_features)
+    # f_i . M_i = sum_j G_ij out_ij and w^_j . P_j = sum_i G_ij out_ij: from the (N, C) product when smaller.
+    product = None if out is None else grad_out * out
+    grad_features = grad_weight = None
+    if needs_features:  # M - f (f . M) / ||f||^2
+        if product is None:
+            radial = torch.linalg.vecdot(features, along_features, dim=1).unsqueeze_(1)
+        else:
+            radial = product.sum(1, keepdim=True)
+        grad_features = along_features.addcmul_(features, radial.mul_(feature_inv * feature_inv), value=-1.0)
+    if needs_weight:  # (P - w^ (w^ . P)) / ||w||
+        if product is None:
+            radial = torch.linalg.vecdot(weight_hat, along_weight, dim=1).unsqueeze_(1)
+        else:
+            radial = product.sum(0).unsqueeze_(1)
+        grad_weight = along_weight.addcmul_(weight_hat, radial, value=-1.0).mul_(weight_inv)
+    return grad_features, grad_weight
+
+
+class _CosineMarginCrossEntropy(torch.autograd.Function):
+    r""":class:`_TargetMarginCrossEntropy` of the output of a :class:`_ScaledCosine`, differentiated straight to that
+    function's features and class weights: one autograd node (and one backward call) instead of two.
+
+    :meth:`rankplug.AAMAuxClassifier.loss` uses it when its logits are still the output of the head's forward (their
+    ``grad_fn`` is the :class:`_ScaledCosine` node): it takes that node's saved tensors, so the forward's work is not
+    repeated, and its backward is the two backward bodies chained, the same numbers as the two nodes give. The
+    logits' own node stays in their graph for any other use of them. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        features: Tensor,
+        weight: Tensor,
+        scaled_cosine: Tensor,
+        targets: Tensor,
+        constants: MarginConstants,
+        reduction: str,
+        cosine_saved: tuple[Tensor, ...],
+    ) -> Tensor:
+        loss, log_probs, index, slope = _margin_cross_entropy(scaled_cosine, targets, constants, reduction)
+        ctx.save_for_backward(log_probs, index, slope, *cosine_saved[:7])
+        ctx.reduction = reduction
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        log_probs, index, slope, *cosine_saved = ctx.saved_tensors
+        grad_out = _margin_cross_entropy_backward(grad_loss, log_probs, index, slope, ctx.reduction)
+        needs = ctx.needs_input_grad
+        grad_features, grad_weight = _scaled_cosine_backward(grad_out, tuple(cosine_saved), needs[0], needs[1])
+        return grad_features, grad_weight, None, None, None, None, None
 
 
 def cosine_logits(features: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
@@ -363,7 +426,17 @@ def scaled_cosine_margin_loss(
     if constants is None or constants.scale.dtype != c.dtype or constants.scale.device != c.device:
         constants = margin_constants(scale, margin, c)
     try:
-        out: Tensor = _TargetMarginCrossEntropy.apply(c, t, constants, reduction)
+        node = None if torch.compiler.is_compiling() else c.grad_fn  # dynamo cannot trace a grad_fn
+        if type(node) is _ScaledCosine._backward_cls:
+            # The logits are a _ScaledCosine's output, unmodified (an in-place change would have replaced the
+            # grad_fn): one fused node from its features and weights (a RuntimeError here, e.g. a saved tensor
+            # changed in place since, is what the two nodes' backward would raise).
+            saved = node.saved_tensors  # type: ignore[union-attr]
+            out: Tensor = _CosineMarginCrossEntropy.apply(
+                saved[0], saved[7], c.detach(), t, constants, reduction, saved
+            )
+        else:
+            out = _TargetMarginCrossEntropy.apply(c, t, constants, reduction)
     except RuntimeError:
         if on_cpu:
             check_targets(t, c, False, "logits")  # raises the ValueError naming the label, if that was the cause
