@@ -2,7 +2,8 @@
 
 Losses and heads are ``nn.Module`` s exported here; each has a pure-function twin in
 :mod:`rankplug.functional`. Adapters for host codebases live in :mod:`rankplug.integrations`, which the
-core never imports. :class:`StageObjective` is the stage recipe (which loss at which stage, who judges the
+core never imports. :class:`PreviousStageBank` is the opt-in bank of the frozen stage's outputs that a
+:class:`StageManager` can keep. :class:`StageObjective` is the stage recipe (which loss at which stage, who judges the
 previous generator's samples) that the trainer, the integrations and your own loop share.
 :class:`CheckpointError` is what :meth:`StageManager.load` and :meth:`StageManager.load_state_dict` raise
 for a checkpoint that is missing, corrupt or does not fit (nothing is changed then).
@@ -33,6 +34,7 @@ _EXPORTS = {
     "TripletMetricDiscriminatorLoss": "rankplug.losses",
     "TripletMetricGeneratorLoss": "rankplug.losses",
     "FrozenStage": "rankplug.stages",
+    "PreviousStageBank": "rankplug.stages",
     "StageManager": "rankplug.stages",
     "StageObjective": "rankplug.objectives",
 }
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
         TripletMetricGeneratorLoss,
     )
     from rankplug.objectives import StageObjective
-    from rankplug.stages import FrozenStage, StageManager
+    from rankplug.stages import FrozenStage, PreviousStageBank, StageManager
 
 
 def __getattr__(name: str) -> Any:
@@ -76,6 +78,7 @@ __all__ = [
     "GoGANRankLoss",
     "GradientPenalty",
     "HingeMarginLoss",
+    "PreviousStageBank",
     "StageManager",
     "StageObjective",
     "StageRankLoss",

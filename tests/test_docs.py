@@ -48,6 +48,7 @@ def test_every_exported_loss_is_covered():
         "functional",
         "StageManager",
         "FrozenStage",
+        "PreviousStageBank",
         "CheckpointError",
         "StageObjective",
     }
