@@ -190,6 +190,36 @@ def write_record(path: Path, record: dict[str, Any], command: str) -> None:
     print(f"wrote {path}")
 
 
+def add_common_arguments(parser: Any, name: str, *, size: int = 8, width: int = 64) -> None:
+    """The options every study takes: data, image size, network width, device, parallel runs, where to work."""
+    parser.add_argument("--size", type=int, default=size)
+    parser.add_argument("--width", type=int, default=width)
+    parser.add_argument("--data", default="digits", help="digits (bundled), folder or cifar10")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (one torch thread each)")
+    parser.add_argument("--work", default=f"/tmp/rankplug-study/{name}", help="where the run directories go")
+    parser.add_argument("--output", default=str(RESULTS / f"{name}_study.json"))
+
+
+def data_settings(args: Any) -> dict[str, Any]:
+    """The TrainConfig data settings of the parsed options (nothing for the bundled digits)."""
+    return {} if args.data == "digits" else {"data": args.data, "data_root": args.data_root}
+
+
+def command_line(script: str, args: Any, skip: Sequence[str] = ()) -> str:
+    """The command that reproduces a study: every option but where it works and writes, as typed."""
+    parts = []
+    for key, value in vars(args).items():
+        if key in ("work", "output", "jobs", *skip) or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        parts.append(
+            flag if value is True else f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+        )
+    return f"python experiments/{script} " + " ".join(parts)
+
+
 def run_tasks(tasks: Sequence[tuple[Any, ...]], worker: Any, jobs: int) -> list[Any]:
     """``worker(*task)`` for every task, in ``jobs`` processes of one torch thread each (results in task order)."""
     if jobs <= 1:
@@ -203,7 +233,10 @@ def run_tasks(tasks: Sequence[tuple[Any, ...]], worker: Any, jobs: int) -> list[
 
 
 __all__ = [
+    "add_common_arguments",
+    "command_line",
     "completion_scores",
+    "data_settings",
     "fmt_interval",
     "paired_difference",
     "run_tasks",

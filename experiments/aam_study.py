@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from _study import (
-    RESULTS,
+    add_common_arguments,
+    command_line,
+    data_settings,
     fmt_interval,
     paired_difference,
     run_tasks,
@@ -40,7 +42,7 @@ WEIGHTS = (0.3, 1.0, 3.0)
 
 
 def config(args: argparse.Namespace, head: str, weight: float, seed: int) -> TrainConfig:
-    data = {} if args.data == "digits" else {"data": args.data, "data_root": args.data_root}
+    data = data_settings(args)
     return TrainConfig.from_preset(
         "aam",
         class_head=head,
@@ -78,15 +80,8 @@ def main() -> None:
     parser.add_argument("--tune-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12, 13, 14], help="the headline's seeds")
     parser.add_argument("--weights", type=float, nargs="+", default=list(WEIGHTS))
-    parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--size", type=int, default=8)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--data", default="digits")
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--work", default="/tmp/rankplug-study/aam")
-    parser.add_argument("--output", default=str(RESULTS / "aam_study.json"))
+    parser.add_argument("--steps", type=int, default=600)
+    add_common_arguments(parser, "aam")
     args = parser.parse_args()
 
     tuning = run_tasks(
@@ -105,11 +100,7 @@ def main() -> None:
     reference = real_reference(args.size)
     analysis = analyse(args, grid, best, headline, reference)
     print(analysis["text"])
-    command = "python experiments/aam_study.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items()
-        if k not in ("work", "output", "jobs") and v is not None
-    )
+    command = command_line("aam_study.py", args)
     record = {
         "seeds": args.seeds,
         "tune_seeds": args.tune_seeds,

@@ -9,7 +9,7 @@ completes the same held-out digits from the same starting ``z`` (seed 0), with t
 :func:`rankplug.eval.completion_table` (RMSprop, 100 steps, perceptual weight 0.1). Differences are paired by
 seed; the table follows Table 2's layout (one row per model, one column per occlusion).
 
-    python experiments/gogan_study.py                                   # 5 seeds (about 15 min on 2 cores)
+    python experiments/gogan_study.py                  # 5 seeds at 16x16 (about 20 CPU-minutes)
     python experiments/gogan_study.py --seeds 0 --steps 20 --output /tmp/g.json   # a smoke run
     python experiments/gogan_study.py --data folder --data-root CELEBA_DIR --size 64 --width 128 \
         --steps 5000 --device cuda   # CelebA at 64 px on a GPU
@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from _study import (
-    RESULTS,
+    add_common_arguments,
+    command_line,
     completion_scores,
+    data_settings,
     fmt_interval,
     paired_difference,
     run_tasks,
@@ -39,7 +41,7 @@ MODELS = ("WGAN-GP (stage-1 steps)", "WGAN-GP (stage-2 steps)", "GoGAN stage 1",
 
 
 def configs(args: argparse.Namespace, seed: int) -> dict[str, TrainConfig]:
-    data = {} if args.data == "digits" else {"data": args.data, "data_root": args.data_root}
+    data = data_settings(args)
     common = dict(
         data,
         seed=seed,
@@ -80,26 +82,15 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--steps", type=int, default=500, help="generator steps per stage")
+    parser.add_argument("--steps", type=int, default=400, help="generator steps per stage")
     parser.add_argument("--images", type=int, default=200, help="held-out images completed per model")
     parser.add_argument("--search-steps", type=int, default=100, help="RMSprop steps of the latent search")
-    parser.add_argument("--size", type=int, default=8)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--data", default="digits")
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--work", default="/tmp/rankplug-study/gogan")
-    parser.add_argument("--output", default=str(RESULTS / "gogan_study.json"))
+    add_common_arguments(parser, "gogan", size=16, width=32)
     args = parser.parse_args()
     per_seed = run_tasks([(seed, args) for seed in args.seeds], one_seed, args.jobs)
     analysis = analyse(per_seed)
     print(analysis["text"])
-    command = "python experiments/gogan_study.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items()
-        if k not in ("work", "output", "jobs") and v is not None
-    )
+    command = command_line("gogan_study.py", args)
     settings = {name: config.to_dict() for name, config in configs(args, args.seeds[0]).items()}
     write_record(
         Path(args.output),

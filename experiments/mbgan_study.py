@@ -26,7 +26,9 @@ from typing import Any
 
 import torch
 from _study import (
-    RESULTS,
+    add_common_arguments,
+    command_line,
+    data_settings,
     fmt_interval,
     paired_difference,
     run_tasks,
@@ -54,7 +56,7 @@ def dcgan_config(args: argparse.Namespace, seed: int) -> TrainConfig:
 
 
 def _common(args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    data = {} if args.data == "digits" else {"data": args.data, "data_root": args.data_root}
+    data = data_settings(args)
     return dict(
         data,
         seed=seed,
@@ -168,14 +170,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--sweep-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--steps", type=int, default=1500, help="generator steps (one critic step each)")
-    parser.add_argument("--size", type=int, default=8)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--data", default="digits")
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--work", default="/tmp/rankplug-study/mbgan")
-    parser.add_argument("--output", default=str(RESULTS / "mbgan_study.json"))
+    add_common_arguments(parser, "mbgan")
     args = parser.parse_args()
 
     tasks = [("dcgan", s, dcgan_config(args, s), args.work) for s in args.seeds]
@@ -189,11 +184,7 @@ def main() -> None:
     floors = floor_probes(args, args.seeds)
     analysis = analyse(args, by, floors)
     print(analysis["text"])
-    command = "python experiments/mbgan_study.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items()
-        if k not in ("work", "output", "jobs") and v is not None
-    )
+    command = command_line("mbgan_study.py", args)
     settings = {"dcgan": dcgan_config(args, 0).to_dict(), "mbgan": mbgan_config(args, 0).to_dict()}
     record = {"seeds": args.seeds, "sweep_seeds": args.sweep_seeds, "settings": settings, "runs": runs}
     write_record(Path(args.output), dict(record, floors=floors, analysis=analysis), command)

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from _study import (
-    RESULTS,
+    add_common_arguments,
+    command_line,
+    data_settings,
     fmt_interval,
     paired_difference,
     run_tasks,
@@ -42,7 +44,7 @@ CLAMPS = (1.0, 10.0, 100.0, 1000.0)
 
 
 def common_settings(args: argparse.Namespace) -> dict[str, Any]:
-    data = {} if args.data == "digits" else {"data": args.data, "data_root": args.data_root}
+    data = data_settings(args)
     return dict(
         data,
         size=args.size,
@@ -128,17 +130,10 @@ def main() -> None:
     parser.add_argument("--clamps", type=float, nargs="+", default=list(CLAMPS))
     parser.add_argument("--steps", type=int, default=400, help="the most generator steps per stage")
     parser.add_argument("--margin", type=float, default=10.0, help="stage 1's eps (see docs/results.md)")
-    parser.add_argument("--size", type=int, default=8)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--data", default="digits")
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--device", default="cpu")
+    add_common_arguments(parser, "rankgan")
     parser.add_argument("--beta2", type=float, default=None, help="Adam's beta2 for RankGAN (default: the preset's)")
     parser.add_argument("--no-baseline", action="store_true", help="train the RankGAN arms only")
     parser.add_argument("--reanalyse", action="store_true", help="re-analyse the runs recorded in --output")
-    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (one torch thread each)")
-    parser.add_argument("--work", default="/tmp/rankplug-study/rankgan")
-    parser.add_argument("--output", default=str(RESULTS / "rankgan_study.json"))
     args = parser.parse_args()
 
     tasks = (
@@ -163,13 +158,7 @@ def main() -> None:
         "runs": runs,
         "analysis": analysis,
     }
-    command = "python experiments/rankgan_study.py " + " ".join(
-        f"--{k.replace('_', '-')}"
-        if v is True
-        else f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items()
-        if k not in ("work", "output", "jobs", "reanalyse") and v is not None and v is not False
-    )
+    command = command_line("rankgan_study.py", args, skip=("reanalyse",))
     write_record(Path(args.output), record, command)
 
 
