@@ -31,6 +31,24 @@ RESULTS = HERE / "results"
 SUMMARY = "study-run.json"
 
 
+def _library_version() -> dict[str, Any]:
+    """The commit the study starts from, and whether ``rankplug/`` differed from it (what the runs train with)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "../rankplug"], cwd=HERE, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "library_modified": None}
+    return {"commit": head.stdout.strip(), "library_modified": bool(dirty.stdout.strip())}
+
+
+#: Taken when a study script starts, and written into its JSON.
+STARTED_AT = _library_version()
+
+
 def train_cached(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     """Train ``config`` in ``run_dir`` (or read it back when it finished before) and return its summary.
 
@@ -182,10 +200,16 @@ def fmt_interval(entry: dict[str, Any], digits: int = 2) -> str:
     return f"{entry['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def write_record(path: Path, record: dict[str, Any], command: str) -> None:
+def write_record(path: Path, record: dict[str, Any], command: str, version: dict[str, Any] | None = None) -> None:
     """The study's JSON: ``command``, ``seeds`` (in ``record``), the machine, and everything measured."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = dict(record, command=command, machine=machine_info(), torch_threads=torch.get_num_threads())
+    payload = dict(
+        record,
+        command=command,
+        machine=machine_info(),
+        torch_threads=torch.get_num_threads(),
+        **(version or STARTED_AT),
+    )
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     print(f"wrote {path}")
 

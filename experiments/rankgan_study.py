@@ -145,8 +145,11 @@ def main() -> None:
         for clamp in args.clamps
         for seed in args.seeds
     ]
+    version = None
     if args.reanalyse:  # the runs recorded in --output, analysed again (no training, no scoring)
-        runs = [_int_keys(run) for run in json.loads(Path(args.output).read_text())["runs"]]
+        recorded = json.loads(Path(args.output).read_text())
+        runs = [_int_keys(run) for run in recorded["runs"]]
+        version = {key: recorded.get(key) for key in ("commit", "library_modified")}
     else:
         runs = run_tasks(tasks, one_run, args.jobs)
     by = {(r["name"], r["seed"]): r for r in runs}
@@ -159,7 +162,7 @@ def main() -> None:
         "analysis": analysis,
     }
     command = command_line("rankgan_study.py", args, skip=("reanalyse",))
-    write_record(Path(args.output), record, command)
+    write_record(Path(args.output), record, command, version)
 
 
 def _int_keys(run: dict[str, Any]) -> dict[str, Any]:
