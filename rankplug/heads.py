@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from rankplug import functional as F
+from rankplug._kernels import aam_cpu
 from rankplug._validation import (
     Reduction,
     as_float32,
@@ -27,6 +28,7 @@ from rankplug._validation import (
 from rankplug.functional.angular import (
     MarginConstants,
     check_angular_margin,
+    check_targets,
     cosine_logits,
     margin_constants,
     scaled_cosine_margin_logits,
@@ -383,6 +385,14 @@ class AAMAuxClassifier(nn.Module):
     def forward(self, features: Tensor) -> Tensor:
         # s cos(theta) = (phi . W^_j) * (s / ||phi||), with its gradient written out (F.angular.cosine_logits):
         # equal to s * cosine() up to rounding, in float32 at least, outside autocast.
+        if not torch.compiler.is_compiling():  # dynamo traces the eager path
+            kernels = aam_cpu()
+            if kernels is not None:  # the compiled CPU kernel (rankplug._kernels), if it takes these arguments
+                out: Tensor | None = kernels.try_scaled_cosine(
+                    features, self.weight, self.criterion.scale, self.in_features
+                )
+                if out is not None:
+                    return out
         flat, weight = self._flat_weight(features)
         return cosine_logits(flat, weight, self._margin_constants(as_float32(flat)).scale)
 
@@ -393,8 +403,20 @@ class AAMAuxClassifier(nn.Module):
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         """The AAM loss (Eq. 8) of ``logits = self(features)``, with the margin applied to the targets."""
-        self._check_logits(logits)
         criterion = self.criterion  # the settings, read once (validated when they were set)
+        if not criterion.multi_label and not torch.compiler.is_compiling():  # dynamo traces the eager path
+            kernels = aam_cpu()
+            if kernels is not None:  # the compiled CPU kernel (rankplug._kernels), if it takes these arguments
+                try:
+                    out: Tensor | None = kernels.try_margin_cross_entropy(
+                        logits, targets, criterion.scale, criterion.margin, criterion.reduction, self.num_classes
+                    )
+                except RuntimeError:
+                    check_targets(targets, logits, False, "logits")  # the ValueError naming a bad label
+                    raise
+                if out is not None:
+                    return out
+        self._check_logits(logits)
         # Eq. 8 on s cos(theta) as it is: the margin works on the target column in scaled units (MATH §6).
         return scaled_cosine_margin_loss(
             logits,

@@ -863,6 +863,18 @@ def test_head_loss_follows_a_changed_margin_and_dtype():
     torch.testing.assert_close(value.float(), fresh.loss(fresh(features), labels), rtol=1e-5, atol=1e-5)
 
 
+@pytest.fixture
+def eager_path(monkeypatch):
+    """The eager PyTorch path of the head (``RANKPLUG_KERNELS=0``), whose internals the next tests check."""
+    from rankplug import _kernels
+
+    monkeypatch.setenv("RANKPLUG_KERNELS", "0")
+    _kernels.reset()
+    yield
+    monkeypatch.delenv("RANKPLUG_KERNELS")
+    _kernels.reset()
+
+
 def _two_node_loss(head, features, labels):
     # The head's logits behind a clone: the loss then takes the two-node path (margin cross entropy, then the
     # scaled cosine's own backward), the reference for the fused one.
@@ -871,7 +883,9 @@ def _two_node_loss(head, features, labels):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize(("n", "d", "classes"), [(9, 12, 5), (9, 6, 20)])  # C <= d and C > d
-def test_head_loss_on_its_own_logits_is_one_fused_node_with_the_two_nodes_gradients(reduction, n, d, classes):
+def test_head_loss_on_its_own_logits_is_one_fused_node_with_the_two_nodes_gradients(
+    reduction, n, d, classes, eager_path
+):
     torch.manual_seed(24)
     head = AAMAuxClassifier(d, classes, scale=12.0, margin=0.4, reduction=reduction).double()
     features = torch.randn(n, d, dtype=torch.float64, requires_grad=True)
@@ -888,7 +902,7 @@ def test_head_loss_on_its_own_logits_is_one_fused_node_with_the_two_nodes_gradie
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_fused_head_loss_leaves_the_logits_usable_in_any_order():
+def test_fused_head_loss_leaves_the_logits_usable_in_any_order(eager_path):
     torch.manual_seed(25)
     head = AAMAuxClassifier(8, 5).double()
     features = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
@@ -912,7 +926,7 @@ def test_fused_head_loss_leaves_the_logits_usable_in_any_order():
     torch.testing.assert_close(head.weight.grad, expected[1], rtol=1e-12, atol=1e-12)
 
 
-def test_head_loss_on_logits_changed_in_place_takes_the_two_node_path():
+def test_head_loss_on_logits_changed_in_place_takes_the_two_node_path(eager_path):
     torch.manual_seed(26)
     head = AAMAuxClassifier(4, 9).double()  # C > d: the cosine keeps no copy of its output, so it may be changed
     features = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)

@@ -10,6 +10,7 @@ import torch.nn.functional as nnf
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rankplug import _kernels
 from rankplug._validation import (
     Reduction,
     as_float32,
@@ -384,8 +385,31 @@ def cosine_logits(features: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
     if features.dtype != weight.dtype or features.dtype in (torch.float16, torch.bfloat16):
         dtype = torch.promote_types(as_float32(features).dtype, as_float32(weight).dtype)
         features, weight = features.to(dtype), weight.to(dtype)
+    kernels = _fused_cpu(features)
+    if kernels is not None:  # the compiled CPU kernel (rankplug._kernels): the same numbers, one C++ node
+        fused: Tensor = kernels.scaled_cosine(features.contiguous(), weight.contiguous(), float(scale))
+        return fused
     out: Tensor = _ScaledCosine.apply(features, weight, scale if scale.dtype == features.dtype else scale.to(features))
     return out
+
+
+_REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}  # as rankplug/csrc/aam_cpu.cpp takes them
+_FUSED_DTYPES = (torch.float32, torch.float64)  # the dtypes the compiled kernel takes
+
+
+def _fused_cpu(tensor: Tensor) -> Any:
+    """:func:`rankplug._kernels.aam_cpu` when ``tensor`` (and so the rest of the call, checked to share its device
+    and dtype) suits the compiled kernel: a dense float32 / float64 CPU tensor outside ``torch.compile`` and
+    TorchScript; else ``None`` (the eager path)."""
+    if (
+        tensor.device.type != "cpu"
+        or tensor.dtype not in _FUSED_DTYPES
+        or tensor.layout != torch.strided
+        or torch.compiler.is_compiling()
+        or torch.jit.is_scripting()
+    ):
+        return None
+    return _kernels.aam_cpu()
 
 
 def _per_sample_loss(logits: Tensor, targets: Tensor, multi_label: bool) -> Tensor:
@@ -423,9 +447,18 @@ def scaled_cosine_margin_loss(
     if reduction not in ("mean", "sum", "none"):
         check_reduction(reduction)  # raises
     c = as_float32(c)
-    if constants is None or constants.scale.dtype != c.dtype or constants.scale.device != c.device:
+    kernels = _fused_cpu(c)
+    if kernels is None and (
+        constants is None or constants.scale.dtype != c.dtype or constants.scale.device != c.device
+    ):
         constants = margin_constants(scale, margin, c)
     try:
+        if kernels is not None:  # the compiled CPU kernel (rankplug._kernels): one C++ node, checks its labels
+            fused: Tensor = kernels.margin_cross_entropy(
+                c.contiguous(), t.contiguous(), float(scale), float(margin), _REDUCTION_CODES[reduction]
+            )
+            return fused
+        assert constants is not None
         node = None if torch.compiler.is_compiling() else c.grad_fn  # dynamo cannot trace a grad_fn
         if type(node) is _ScaledCosine._backward_cls:
             # The logits are a _ScaledCosine's output, unmodified (an in-place change would have replaced the
