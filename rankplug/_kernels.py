@@ -7,9 +7,11 @@ computes the same numbers (tested to float rounding).
 
 - **Building.** The first call in a process loads the extension with ``torch.utils.cpp_extension.load``; the first
   call on a machine (or after a change of the source or of torch) compiles it, which needs a C++ compiler and
-  ninja and takes about a minute; rankplug says so on stderr before it starts. torch keeps the build in
-  ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) under a name holding the source's SHA-256, and
-  serialises concurrent builds with a lock file, so two processes never load a half-written library.
+  ninja and takes about a minute; rankplug says so on stderr before it starts. On Linux x86-64 it is compiled for
+  the machine's CPU (``-march=native``). torch keeps the build in ``$TORCH_EXTENSIONS_DIR`` (default
+  ``~/.cache/torch_extensions``) under a name holding a SHA-256 of the source and of the CPU's model and flags (so
+  a cache shared by machines with other CPUs never hands one a library built for another), and serialises
+  concurrent builds with a lock file, so two processes never load a half-written library.
 - **Failure** (no compiler, no ninja, a read-only cache): one ``RuntimeWarning`` naming the cause, then the eager
   path for the rest of the process. Nothing else changes.
 - **Opting out:** ``RANKPLUG_KERNELS=0`` (or ``off``, ``false``, ``no``) in the environment, read when a process
@@ -64,19 +66,9 @@ def _build_settings(source: bytes) -> tuple[str, list[str]]:
     return f"rankplug_aam_cpu_{digest}", flags
 
 
-def _build_directory(name: str) -> Path | None:
-    try:
-        from torch.utils.cpp_extension import _get_build_directory
-
-        return Path(_get_build_directory(name, verbose=False))
-    except Exception:  # a private helper of torch's: only used to word the "compiling" message
-        return None
-
-
-def _load() -> ModuleType:
-    name, flags = _build_settings(_SOURCE.read_bytes())
-    # torch.utils.cpp_extension logs a warning about CUDA_HOME at import on a machine without CUDA; it does not
-    # concern a CPU-only extension.
+def _cpp_extension() -> ModuleType:
+    """``torch.utils.cpp_extension``, imported without its warning about ``CUDA_HOME`` on a machine without CUDA
+    (it does not concern a CPU-only extension)."""
     cpp_logger = logging.getLogger("torch.utils.cpp_extension")
     level = cpp_logger.level
     cpp_logger.setLevel(logging.ERROR)
@@ -84,6 +76,20 @@ def _load() -> ModuleType:
         from torch.utils import cpp_extension
     finally:
         cpp_logger.setLevel(level)
+    return cpp_extension
+
+
+def _build_directory(name: str) -> Path | None:
+    """Where torch builds the extension ``name`` (``$TORCH_EXTENSIONS_DIR/name`` or torch's default cache)."""
+    try:
+        return Path(_cpp_extension()._get_build_directory(name, verbose=False))
+    except Exception:  # a private helper of torch's: only used to word the "compiling" message
+        return None
+
+
+def _load() -> ModuleType:
+    name, flags = _build_settings(_SOURCE.read_bytes())
+    cpp_extension = _cpp_extension()
     build = _build_directory(name)
     if build is None or not any(build.glob(f"{name}*.so")):
         print(
