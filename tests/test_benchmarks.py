@@ -110,9 +110,12 @@ def test_stage_overhead_measures_every_configuration():
         "frozen_g_rankplug",
         "gogan_bank",
         "rankgan_bank",
+        "baseline_batched",
+        "rankgan_bank_batched",
     }
     assert {"rankgan_efficiency", "gogan_efficiency", "rankgan_ratio", "gogan_ratio"} <= set(result["summary"])
     assert {"gogan_bank_ratio", "rankgan_bank_ratio", "gogan_bank_amortised_ratio"} <= set(result["summary"])
+    assert {"rankgan_bank_batched_ratio", "baseline_batched_ms"} <= set(result["summary"])
     assert result["bank"]["images_mib"] > 0 and result["bank"]["size"] == 32
 
 
