@@ -19,14 +19,6 @@ from rankplug import AAMAuxClassifier, _kernels
 REQUIRED = os.environ.get("RANKPLUG_REQUIRE_KERNELS") == "1"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def kernel(monkeypatch):
     """The loaded extension (skipped where it cannot be built, unless RANKPLUG_REQUIRE_KERNELS=1, as in CI)."""
