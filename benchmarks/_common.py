@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime as _dt
 import json
 import os
+import platform
 import random
 import statistics
 import sys
@@ -29,9 +31,51 @@ def load_average() -> list[float]:
         return []
 
 
+#: The heap settings of ``--malloc tuned`` (glibc ``mallopt``): blocks up to 32 MiB (the most glibc allows) come
+#: from the heap instead of fresh ``mmap`` pages, and the heap is never trimmed, so a freed block's pages are reused
+#: instead of being handed back to the kernel and faulted in, zeroed, at the next allocation. Under the default
+#: (dynamic) thresholds a CPU training step spends much of its time in those page faults, and how much depends on
+#: the history of allocations, so it differs between configurations timed side by side. PyTorch's CPU performance
+#: guide gives the same reason for swapping in jemalloc or tcmalloc; these settings need no install.
+MALLOC_TUNED = {"mmap_threshold": 32 * 2**20, "trim_threshold": 2**31 - 1, "top_pad": 64 * 2**20}
+_MALLOPT = {"trim_threshold": -1, "top_pad": -2, "mmap_threshold": -3}  # glibc's M_* parameter numbers
+MALLOC_MODES = ("tuned", "default")
+#: What :func:`set_malloc` did in this process, recorded by :func:`machine_info`.
+MALLOC: dict[str, Any] = {"mode": "default"}
+
+
+def set_malloc(mode: str) -> dict[str, Any]:
+    """Apply ``--malloc``: ``"tuned"`` sets :data:`MALLOC_TUNED` with glibc's ``mallopt`` (where the C library is
+    glibc; elsewhere it records that nothing was set), ``"default"`` leaves the allocator alone. Returns and keeps
+    (:data:`MALLOC`) what was done."""
+    if mode not in MALLOC_MODES:
+        raise ValueError(f"malloc must be one of {', '.join(MALLOC_MODES)}; got {mode!r}")
+    MALLOC.clear()
+    if mode == "default":
+        MALLOC["mode"] = "default"
+        return dict(MALLOC)
+    libc_name, _ = platform.libc_ver()
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt if libc_name == "glibc" else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        MALLOC.update(mode="default", note=f"--malloc tuned needs glibc; the C library here is {libc_name or 'unknown'}")
+        return dict(MALLOC)
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    failed = [key for key, value in MALLOC_TUNED.items() if mallopt(_MALLOPT[key], value) != 1]
+    if failed:
+        raise RuntimeError(f"glibc mallopt refused {', '.join(failed)}")
+    MALLOC.update(mode="tuned", **MALLOC_TUNED)
+    return dict(MALLOC)
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
-    """Everything that decides what a timing means (:func:`rankplug.report.machine_info`), with the load at the start."""
+    """Everything that decides what a timing means (:func:`rankplug.report.machine_info`), with the load at the start
+    and the allocator's settings (:func:`set_malloc`)."""
     info = report.machine_info(device)
+    info["malloc"] = dict(MALLOC)
     info["date_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     info["cpu_cores"] = info["cpu_count"]
     info["load_average_start"] = load_average()
@@ -40,21 +84,31 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def parser(description: str) -> argparse.ArgumentParser:
+def parser(description: str, *, malloc: str = "tuned") -> argparse.ArgumentParser:
+    """The benchmarks' common options; ``malloc`` is this benchmark's default for ``--malloc`` (:func:`set_malloc`)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="a short run for a smoke test (figures are not reported)")
     p.add_argument("--device", default="cpu", help="'cpu' (default) or 'cuda' / 'cuda:N'")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads on CPU (default 1: least noise)")
     p.add_argument("--output", type=Path, default=None, help="JSON path (default: benchmarks/results/<name>.json)")
+    p.add_argument(
+        "--malloc",
+        choices=MALLOC_MODES,
+        default=malloc,
+        help=f"'tuned': glibc heap settings that stop page-fault churn (see MALLOC_TUNED); 'default': glibc's own "
+        f"(default here: {malloc})",
+    )
     return p
 
 
 def setup(args: argparse.Namespace) -> torch.device:
-    """The device asked for (``cuda`` must exist when asked), with the thread count and a fixed seed."""
+    """The device asked for (``cuda`` must exist when asked), with the thread count, the allocator's settings
+    (``--malloc``) and a fixed seed."""
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device} was asked for but torch.cuda.is_available() is False")
     torch.set_num_threads(max(1, int(args.threads)))
+    set_malloc(getattr(args, "malloc", "default"))
     torch.manual_seed(0)
     random.seed(0)
     return device
@@ -63,6 +117,16 @@ def setup(args: argparse.Namespace) -> torch.device:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _usage() -> tuple[float, int]:
+    """The process's system CPU seconds and minor page faults so far (zeros where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return 0.0, 0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_stime, usage.ru_minflt
 
 
 def interleaved_medians(
@@ -99,7 +163,9 @@ def interleaved_medians(
         else:
             counts[name] = iterations
     synchronize(device)
-    samples: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in functions}
+    samples: dict[str, dict[str, list[float]]] = {
+        name: {"wall": [], "cpu": [], "sys": [], "faults": []} for name in functions
+    }
     order = list(functions)
     shuffle = random.Random(1234)
     for _ in range(rounds):
@@ -107,12 +173,16 @@ def interleaved_medians(
         for name in order:
             fn = functions[name]
             synchronize(device)
+            usage = _usage()
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(counts[name]):
                 fn()
             synchronize(device)
             samples[name]["cpu"].append((time.process_time() - cpu) / counts[name])
             samples[name]["wall"].append((time.perf_counter() - wall) / counts[name])
+            after = _usage()
+            samples[name]["sys"].append((after[0] - usage[0]) / counts[name])
+            samples[name]["faults"].append((after[1] - usage[1]) / counts[name])
     out = {}
     for name, by_clock in samples.items():
         values = by_clock[clock]
@@ -125,6 +195,9 @@ def interleaved_medians(
             "clock": clock,
             "wall_median_s": statistics.median(by_clock["wall"]),
             "cpu_median_s": statistics.median(by_clock["cpu"]),
+            # Of the CPU time, the kernel's share (page faults, mostly) and the minor page faults, per call.
+            "sys_median_s": statistics.median(by_clock["sys"]),
+            "minor_faults_median": statistics.median(by_clock["faults"]),
             "rounds": len(values),
             "iterations": counts[name],
             "samples_s": values,

@@ -161,7 +161,7 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = _common.parser(__doc__.splitlines()[0])
+    p = _common.parser(__doc__.splitlines()[0], malloc="default")  # training metrics, not timings
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seeds", type=int, default=None, help="seeds per method (default: 3; 2 with --quick)")
     args = p.parse_args(argv)

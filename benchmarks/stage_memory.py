@@ -194,7 +194,7 @@ SETTINGS = {
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = _common.parser(__doc__.splitlines()[0])
+    p = _common.parser(__doc__.splitlines()[0], malloc="default")  # resident memory as a user process has it
     args = p.parse_args(argv)
     device = _common.setup(args)
     machine = _common.machine_info(device)

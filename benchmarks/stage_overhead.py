@@ -349,7 +349,9 @@ SETTINGS = {
     "full": {
         "batch": {"dcgan32": 32, "dcgan64": 32, "stylegan2_ada": 32},
         "width": {"dcgan32": 32, "dcgan64": 16, "stylegan2_ada": 32},
-        "rounds": 41,
+        # 121 rounds: the 90% interval of a paired median ratio is about +-0.013 wide then (+-0.025 at 41 rounds,
+        # wider than the gap between RankGAN's floor and its target), so the bank targets can be decided.
+        "rounds": 121,
         "iterations": 1,
         "bank_size": BANK_SIZE,
         "stage_critic_steps": STAGE_CRITIC_STEPS,
@@ -400,8 +402,24 @@ def bank_verdicts(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]
     for key, target in BANK_TARGETS.items():
         amortised = key.replace("_ratio", "_amortised_ratio")
         values = {r["model"]: max(r["summary"][key], r["summary"].get(amortised, 0.0)) for r in results}
+        # The upper end of the step ratio's 90% interval, plus the fill spread over a stage.
+        highs = {
+            r["model"]: r["summary"].get(key + "_ci90_high", r["summary"][key])
+            + r["summary"].get(amortised, r["summary"][key])
+            - r["summary"][key]
+            for r in results
+        }
         model = max(values, key=values.__getitem__)
-        out[key] = {"target": target, "worst": values[model], "worst_model": model, "met": values[model] <= target}
+        high_model = max(highs, key=highs.__getitem__)
+        out[key] = {
+            "target": target,
+            "worst": values[model],
+            "worst_model": model,
+            "met": values[model] <= target,
+            "worst_ci90_high": highs[high_model],
+            "worst_ci90_high_model": high_model,
+            "met_at_ci90_high": highs[high_model] <= target,
+        }
     return out
 
 
@@ -535,7 +553,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for key, entry in bank_targets.items():
         print(
             f"target {key} <= {entry['target']}: {'met' if entry['met'] else 'NOT met'} (worst {entry['worst']:.3f}, "
-            f"{entry['worst_model']})"
+            f"{entry['worst_model']}; upper end of the 90% interval {entry['worst_ci90_high']:.3f}, "
+            f"{entry['worst_ci90_high_model']}: {'met' if entry['met_at_ci90_high'] else 'NOT met'} there)"
         )
     path = _common.write_record(
         _common.default_output(NAME, args, device),
