@@ -61,7 +61,9 @@ def set_malloc(mode: str) -> dict[str, Any]:
     except (OSError, AttributeError):
         mallopt = None
     if mallopt is None:
-        MALLOC.update(mode="default", note=f"--malloc tuned needs glibc; the C library here is {libc_name or 'unknown'}")
+        MALLOC.update(
+            mode="default", note=f"--malloc tuned needs glibc; the C library here is {libc_name or 'unknown'}"
+        )
         return dict(MALLOC)
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     failed = [key for key, value in MALLOC_TUNED.items() if mallopt(_MALLOPT[key], value) != 1]
