@@ -306,6 +306,10 @@ def summarise(times: dict[str, dict[str, Any]], fills: dict[str, float] | None =
             continue
         ordered = sorted(values[key] for values in per_round)
         summary[key + "_ci90_low"], summary[key + "_ci90_high"] = bootstrap_ci(ordered)
+    for name in ("baseline", "gogan_bank", "rankgan_bank", "floor_d_fwd_bwd"):  # the kernel's share, per step
+        if "sys_mean_s" in times.get(name, {}):
+            summary[f"{name}_sys_ms"] = 1e3 * times[name]["sys_mean_s"]
+            summary[f"{name}_minor_faults"] = times[name]["minor_faults_mean"]
     if fills is not None:
         for method, keep in (("gogan", "scores"), ("rankgan", "images")):
             fill = fills[f"{keep}_fill_s"]
@@ -541,6 +545,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     r["summary"].get("rankgan_bank_batched_ratio", float("nan")),
                 ]
                 for r in results
+            ],
+        )
+    )
+    print(  # where the kernel's time goes: page faults (see --malloc)
+        _common.table(
+            [
+                "model",
+                "malloc",
+                "sys ms per step (WGAN-GP / GoGAN + bank / RankGAN + bank)",
+                "minor page faults per step",
+            ],
+            [
+                [
+                    r["model"],
+                    _common.MALLOC["mode"],
+                    " / ".join(f"{r['summary'].get(n + '_sys_ms', float('nan')):.2f}" for n in names),
+                    " / ".join(f"{r['summary'].get(n + '_minor_faults', float('nan')):.0f}" for n in names),
+                ]
+                for r in results
+                for names in [("baseline", "gogan_bank", "rankgan_bank")]
             ],
         )
     )
