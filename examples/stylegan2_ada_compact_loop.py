@@ -646,7 +646,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "marker_statistic": args.marker_statistic,
     }
     try:
-        return train(
+        result = train(
             run_dir=args.run_dir,
             iterations=args.iterations,
             batch=args.batch,
@@ -666,6 +666,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             marker_images=args.marker_images,
             loss_kwargs=loss_kwargs,
         )
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # the ranks leave together: a gloo rank that exits alone can abort
+        return result
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

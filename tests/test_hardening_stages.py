@@ -326,6 +326,7 @@ _checkpoint._write_chunks = original
 manager.advance()
 assert manager.stage == 3 and manager.previous.stage == 2
 print(f"rank {rank} ok", flush=True)
+dist.barrier()  # the ranks leave together (a lone gloo exit can abort)
 dist.destroy_process_group()
 """
 

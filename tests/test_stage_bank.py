@@ -296,6 +296,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, directory: str, results: 
         fresh = StageManager(*small_gan(), latent_shape=4, bank=PreviousStageBank(6, keep="both"))
         fresh.load(directory)
         results[rank] = (mine.tolist(), fresh.bank.z.tolist(), fresh.bank.draws)
+        dist.barrier()  # the ranks leave together (a lone gloo exit can abort)
     finally:
         dist.destroy_process_group()
 

@@ -152,6 +152,7 @@ def main() -> None:
             out[statistic] = manager.compute_markers(shard, statistic=statistic)
         out["checksum"] = checksum
         torch.save(out, directory / f"markers-rank{rank}.pt")
+        dist.barrier()  # the ranks leave together (a lone gloo exit can abort)
         dist.destroy_process_group()
     else:
         raise SystemExit(f"unknown command {command}")

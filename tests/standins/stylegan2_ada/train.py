@@ -108,6 +108,7 @@ def subprocess_fn(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> None:
 
     training_loop.training_loop(rank=rank, **args)
     if args.num_gpus > 1:
+        torch.distributed.barrier()  # no rank leaves while another still writes (a lone gloo exit can abort)
         torch.distributed.destroy_process_group()
 
 
