@@ -38,9 +38,9 @@ from typing import Any, Literal, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from rankplug._validation import check_choice, check_nonnegative, check_positive_int
+from rankplug._validation import check_choice, check_int_at_least, check_nonnegative, check_positive_int
 from rankplug.objectives import STAGED, Judge, StageObjective
-from rankplug.stages import freeze, marker_statistics, unwrap
+from rankplug.stages import BankDraw, PreviousStageBank, freeze, marker_statistics, unwrap
 
 PHASES = ("Gmain", "Greg", "Gboth", "Dmain", "Dreg", "Dboth")
 
@@ -244,6 +244,24 @@ class RankGANLoss:
     Under ``torch.distributed`` the statistic covers every rank's samples, so every rank gets the same markers.
     Read them back from :attr:`markers` and the sample sizes from :attr:`marker_sample_sizes`.
 
+    **The previous-stage bank** (``bank_size = K > 0``, opt-in; :class:`rankplug.stages.PreviousStageBank`).
+    At the first ``Dmain`` / ``Dboth`` the loss draws ``K`` rows of everything a host generator call draws --
+    ``z``, a label ``c`` (the data set's label of a random image, as the host draws ``gen_c``; needs
+    ``marker_dataset`` when ``c_dim > 0``), and the style-mixing draw (with probability ``style_mixing_prob`` a
+    second latent ``z2`` and a cutoff layer, per row) -- and keeps the frozen ``G_{i-1}``'s images on them. Each
+    ``Dmain`` round then takes its ``z``, ``c`` and mixing from ``N`` drawn rows instead of the host's ``gen_z`` /
+    ``gen_c`` (the same distributions), feeds them to the live ``G_i`` and pairs the result with the kept
+    ``G_{i-1}`` images, so each pair of RankGAN Eq. 4 / GoGAN Eq. 4 stays exact and ``G_{i-1}`` no longer runs per
+    step. Two things differ from the per-step path, both only in how often a draw is reused: a kept image carries
+    the synthesis noise drawn at fill time, and the critic sees ``G_{i-1}`` on ``K`` rows until a refresh
+    (``bank_refresh_every`` draws; ``None``: once per run). Every critic input still goes through
+    ``augment_pipe`` at use, at the current ADA probability, so the bank keeps un-augmented images; only GoGAN
+    without an ``augment_pipe`` keeps the frozen critic's scores instead (``keep="scores"``, which also saves
+    ``D_{i-1}``'s forward). **Memory**: ``4 K (2 z_dim + c_dim + 1 + C R^2)`` bytes on ``bank_device``
+    (``4 K (2 z_dim + c_dim + 2)`` for scores): 3.1 GiB for ``K = 4096`` at 256x256 RGB, so keep large banks on
+    the CPU (``bank_device="cpu"``; each draw copies ``N`` rows over). The host's snapshots do not hold the bank:
+    a resumed run fills a new one. Under DDP each rank fills its own from its own random state.
+
     **ADA.** The host adapts the augmentation probability from ``Loss/signs/real``. Margin and ranking losses
     leave the score's offset free (adding a constant to every score changes nothing), so the sign of the raw
     score says nothing about over-fitting. With ``sign_reference="midpoint"`` (default) the signs are taken
@@ -283,6 +301,10 @@ class RankGANLoss:
             RankGAN freezes the live networks) or ``"G_ema"``.
         report: where statistics go, ``report(name, value)``; ``None`` (default) uses the host's
             ``torch_utils.training_stats.report`` (a no-op without the host). rankplug's own loop passes its sink.
+        bank_size: ``K >= 0`` rows in the previous-stage bank (see above); 0 (default) runs ``G_{i-1}`` at every
+            ``Dmain`` round. Unused at stage 1.
+        bank_refresh_every: re-draw the bank after this many ``Dmain`` rounds (``None``: never).
+        bank_device: where the bank lives (``None``: ``device``), e.g. ``"cpu"`` for large images.
 
     Example:
         >>> G = torch.nn.Linear(4, 3)  # stand-ins for (z, c) -> ws, ws -> img and (img, c) -> score
@@ -325,6 +347,9 @@ class RankGANLoss:
         sign_reference: Literal["midpoint", "zero"] = "midpoint",
         previous_generator: Literal["G", "G_ema"] = "G",
         report: Callable[[str, Any], Any] | None = None,
+        bank_size: int = 0,
+        bank_refresh_every: int | None = None,
+        bank_device: str | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.G_mapping = G_mapping
@@ -379,6 +404,14 @@ class RankGANLoss:
             # and they are plain modules, so DDP never sees them.
             self.previous_G = freeze(generator).to(self.device)
             self.previous_D = freeze(discriminator).to(self.device)
+        #: The previous-stage bank (``None`` without ``bank_size``); see the class docstring.
+        self.bank: PreviousStageBank | None = None
+        if check_int_at_least(bank_size, "bank_size", 0) > 0:
+            # Kept scores are only exact when nothing random stands between G_{i-1}(z) and D_{i-1}: no augmentation.
+            keep: Literal["images", "scores"] = (
+                "scores" if self.objective.judge(2) == "previous" and augment_pipe is None else "images"
+            )
+            self.bank = PreviousStageBank(bank_size, keep=keep, device=bank_device, refresh_every=bank_refresh_every)
 
     # ---------------------------------------------------------------------------------------------- helpers
     @property
@@ -533,6 +566,93 @@ class RankGANLoss:
                 return z_dim
         raise ValueError("cannot tell z_dim: neither the previous generator nor G_mapping has a z_dim attribute")
 
+    # -------------------------------------------------------------------------------------------------- bank
+    def _bank_labels(self, count: int, c_dim: int) -> Tensor:
+        """``count`` labels the host's way (the label of a random data set image), on this rank's random state."""
+        if c_dim == 0:
+            return torch.zeros(count, 0, device=self.device)
+        if self.marker_dataset is None:
+            raise ValueError(
+                "bank_size with conditional data (c_dim > 0) draws the bank's labels from the data set: pass "
+                "marker_dataset (the launcher passes the training set)"
+            )
+        dataset = open_host_dataset(self.marker_dataset, use_labels=True)
+        rows = torch.randint(len(dataset), (count,)).tolist()
+        get_label = getattr(dataset, "get_label", None)
+        labels = [get_label(i) if get_label is not None else dataset[i][1] for i in rows]
+        c = torch.stack([torch.as_tensor(label, dtype=torch.float32).reshape(-1) for label in labels]).to(self.device)
+        if c.shape[1] != c_dim:
+            raise ValueError(f"marker_dataset has labels of {c.shape[1]} values; the host's gen_c has {c_dim}")
+        return c
+
+    def _split_rows(self, rows: Tensor, c_dim: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """A bank row's ``(z, c, z2, cutoff)``: ``[z | c | z2 | cutoff]``, cutoff 0 for no style mixing."""
+        z_dim = (rows.shape[1] - c_dim - 1) // 2
+        z, c, z2 = rows[:, :z_dim], rows[:, z_dim : z_dim + c_dim], rows[:, z_dim + c_dim : -1]
+        return z, c, z2, rows[:, -1].round().long()
+
+    @staticmethod
+    def _mixed_ws(mapping: Callable[..., Tensor], z: Tensor, c: Tensor, z2: Tensor, cutoff: Tensor) -> Tensor:
+        """The host's style mixing, per row: from layer ``cutoff`` on (``cutoff > 0``), the ws of ``z2``."""
+        ws = mapping(z, c)
+        mixed = cutoff > 0
+        if bool(mixed.any()):
+            ws2 = mapping(z2, c, skip_w_avg_update=True)
+            layers = torch.arange(ws.shape[1], device=ws.device)
+            take = mixed[:, None] & (layers[None, :] >= cutoff[:, None])
+            ws = torch.where(take[:, :, None], ws2, ws)
+        return ws
+
+    def _previous_on_rows(self, rows: Tensor, c_dim: int) -> Tensor:
+        """``G_{i-1}`` on bank rows, under no_grad (the rows' style mixing, when the generator has the host's split)."""
+        generator = self.previous_G
+        assert generator is not None
+        z, c, z2, cutoff = self._split_rows(rows, c_dim)
+        with torch.no_grad():
+            mapping, synthesis = getattr(generator, "mapping", None), getattr(generator, "synthesis", None)
+            if mapping is None or synthesis is None:
+                return generator(z, c)
+            return synthesis(self._mixed_ws(mapping, z, c, z2, cutoff))
+
+    def fill_bank(self, c_dim: int) -> PreviousStageBank:
+        """Draw the bank's ``K`` rows and keep the frozen stage's outputs on them (done at the first ``Dmain``)."""
+        bank = self.bank
+        if bank is None or self.previous_G is None:
+            raise ValueError("fill_bank needs bank_size > 0 and a previous stage")
+        count, z_dim = bank.size, self._z_dim()
+        z, z2 = torch.randn(count, z_dim, device=self.device), torch.randn(count, z_dim, device=self.device)
+        c = self._bank_labels(count, c_dim)
+        num_ws = getattr(self.previous_G, "num_ws", None)  # the host's G has it; else ask its mapping
+        mapping = getattr(self.previous_G, "mapping", None)
+        if not isinstance(num_ws, int):
+            with torch.no_grad():
+                num_ws = int(mapping(z[:1], c[:1]).shape[1]) if mapping is not None else 1
+        if mapping is None or getattr(self.previous_G, "synthesis", None) is None:
+            num_ws = 1  # a generator without the host's split: no style mixing to draw
+        cutoff = torch.zeros(count, device=self.device)
+        if self.style_mixing_prob > 0 and num_ws >= 2:  # the host's draw, per row instead of per batch
+            mixed = torch.rand(count, device=self.device) < self.style_mixing_prob
+            cutoff = torch.where(mixed, torch.randint(1, num_ws, (count,), device=self.device), 0).float()
+        rows = torch.cat([z, c, z2, cutoff[:, None]], dim=1)
+        labels: list[Tensor] = []  # the chunk's labels, for the frozen critic (fill runs generator, then critic)
+
+        def generator(chunk: Tensor) -> Tensor:
+            labels[:] = [self._split_rows(chunk, c_dim)[1]]
+            return self._previous_on_rows(chunk, c_dim)
+
+        def critic(img: Tensor) -> Tensor:
+            return self._run_previous_discriminator(img, labels[0])
+
+        bank.fill(2, rows, generator, critic, lambda scores: scores.flatten(1).mean(1))  # type: ignore[arg-type]
+        return bank
+
+    def _draw_bank(self, n: int, c_dim: int) -> BankDraw:
+        bank = self.bank
+        assert bank is not None
+        if bank.due(2):
+            self.fill_bank(c_dim)
+        return bank.draw(n, self.device)
+
     # ------------------------------------------------------------------------------------------------ phases
     def accumulate_gradients(
         self,
@@ -614,6 +734,8 @@ class RankGANLoss:
         if self.objective.needs_markers(self.stage) and self.markers is None:
             self.compute_markers(real_img, real_c, gen_c)
         judge = self.objective.judge(self.stage)
+        if judge is not None and self.bank is not None:
+            return self._discriminator_fakes_from_bank(judge, gen_z.shape[0], gen_c.shape[1])
         with torch.no_grad():  # G does not train in a D phase
             fake_img, _, mix = self._run_generator(gen_z, gen_c, sync=False)
             prev_img = None if judge is None else self._run_previous_generator(gen_z, gen_c, mix)
@@ -621,6 +743,22 @@ class RankGANLoss:
         if judge is None or prev_img is None:
             return fake_scores, None
         return fake_scores, self._judge_scores(judge, prev_img, gen_c)
+
+    def _discriminator_fakes_from_bank(self, judge: Judge, n: int, c_dim: int) -> FakeScores:
+        """As :meth:`_discriminator_fakes`, with ``z``, ``c``, the mixing and ``G_{i-1}(z)`` from ``n`` bank rows."""
+        draw = self._draw_bank(n, c_dim)
+        z, c, z2, cutoff = self._split_rows(draw.z, c_dim)
+        ddp_sync = _host_ddp_sync()
+        with torch.no_grad():  # G does not train in a D phase; the live G_i on the rows' own z, c and mixing
+            with ddp_sync(self.G_mapping, False):
+                ws = self._mixed_ws(self.G_mapping, z, c, z2, cutoff)
+            with ddp_sync(self.G_synthesis, False):
+                fake_img = self.G_synthesis(ws)
+        fake_scores = self._run_discriminator(fake_img, c, sync=False)
+        if draw.scores is not None:  # GoGAN without augmentation: the frozen critic's kept scores
+            return fake_scores, draw.scores.reshape(fake_scores.shape[0], *([1] * (fake_scores.dim() - 1)))
+        assert draw.images is not None
+        return fake_scores, self._judge_scores(judge, draw.images, c)
 
     def _judge_scores(self, judge: Judge, prev_img: Tensor, c: Tensor) -> Tensor:
         """The judge's scores of ``G_{i-1}(z)``: the live ``D_i`` with a gradient (RankGAN Eq. 4) or the frozen

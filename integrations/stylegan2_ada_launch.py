@@ -50,6 +50,9 @@ STAGE_OPTIONS = {
     "marker_images": "marker_images",
     "previous_generator": "previous_generator",
     "sign_reference": "sign_reference",
+    "bank_size": "bank_size",
+    "bank_refresh_every": "bank_refresh_every",
+    "bank_device": "bank_device",
 }
 
 
@@ -151,8 +154,9 @@ def stage_loss_kwargs(
     """The ``loss_kwargs`` entries for the stage options given (JSON-friendly: strings, numbers, lists, dicts).
 
     Only options that were given are set, so :class:`~rankplug.integrations.stylegan2_ada.RankGANLoss` keeps its
-    own defaults. A RankGAN stage ``>= 2`` without ``markers`` also gets ``marker_dataset``, a copy of the
-    training set's options, so its markers come from the training data.
+    own defaults. A RankGAN stage ``>= 2`` without ``markers``, and any stage ``>= 2`` with a ``bank_size`` (its
+    bank draws labels the host's way), also gets ``marker_dataset``, a copy of the training set's options, so
+    markers and labels come from the training data.
 
     Example:
         >>> kwargs = stage_loss_kwargs({"previous": "s1.pkl", "clamp_weight": 1.0}, {"path": "data.zip"})
@@ -168,7 +172,9 @@ def stage_loss_kwargs(
     kwargs: dict[str, Any] = {"class_name": LOSS_CLASS}
     for name, value in given.items():
         kwargs[STAGE_OPTIONS[name]] = list(value) if isinstance(value, tuple) else value
-    if given.get("previous") is not None and given.get("variant", "rankgan") == "rankgan" and "markers" not in given:
+    staged = given.get("previous") is not None
+    needs_markers = given.get("variant", "rankgan") == "rankgan" and "markers" not in given
+    if staged and (needs_markers or given.get("bank_size", 0) > 0):
         kwargs["marker_dataset"] = dict(training_set_kwargs)
     return kwargs
 
@@ -192,6 +198,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--marker-images", type=int, help="real images the markers use, at most [5000]")
     parser.add_argument("--previous-generator", choices=("G", "G_ema"), help="snapshot entry used as G_{i-1} [G]")
     parser.add_argument("--sign-reference", choices=("midpoint", "zero"), help="Loss/signs/* reference [midpoint]")
+    parser.add_argument(
+        "--bank-size",
+        type=int,
+        metavar="K",
+        help="keep G_{i-1} on K drawn latents instead of running it per step [0: off]",
+    )
+    parser.add_argument("--bank-refresh-every", type=int, metavar="N", help="re-draw the bank every N Dmain rounds")
+    parser.add_argument("--bank-device", metavar="DEVICE", help="where the bank lives, e.g. cpu [the loss's device]")
     return parser
 
 
@@ -258,6 +272,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(str(error))
     if "marker_images" in options and options["marker_images"] < 1:
         parser.error(f"--marker-images must be >= 1; got {options['marker_images']}")
+    if "bank_size" in options and options["bank_size"] < 0:
+        parser.error(f"--bank-size must be >= 0; got {options['bank_size']}")
+    if "bank_refresh_every" in options and options["bank_refresh_every"] < 1:
+        parser.error(f"--bank-refresh-every must be >= 1; got {options['bank_refresh_every']}")
     if options.get("previous") is not None and not _has_option(train_flags, "--resume"):
         train_flags.append(f"--resume={options['previous']}")
     sys.path.insert(0, str(root))

@@ -13,6 +13,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -449,3 +450,175 @@ def test_bad_marker_options_fail_at_construction_by_name(host, stage1, tmp_path)
     _, D, _, loss = stage2(host, stage1, "rankgan", marker_dataset={"class_name": "no_such_host.Data", "path": "x"})
     with pytest.raises(ImportError, match=r"marker_dataset needs the host's 'no_such_host\.Data'"):
         run_phase(loss, "Dmain", D, real_batch(4), torch.randn(4, Z_DIM), torch.zeros(4, 0))
+
+
+# ------------------------------------------------------------------------------------ the previous-stage bank
+def _frozen_noise_off(loss):
+    # The stand-in's synthesis adds noise_strength * randn per layer; with it at 0 a generator call is a function of
+    # its inputs, so a kept G_{i-1} image can be compared with a fresh call on the same row.
+    loss.previous_G.synthesis.noise_strength.data.zero_()
+
+
+def _mixed_by_hand(G, z, c, z2, cutoff):
+    ws = G.mapping(z, c, skip_w_avg_update=True).clone()  # the stand-in's ws are an expanded w
+    ws2 = G.mapping(z2, c, skip_w_avg_update=True)
+    for row, layer in enumerate(cutoff.tolist()):
+        if layer > 0:
+            ws[row, layer:] = ws2[row, layer:]
+    return ws
+
+
+@pytest.mark.parametrize("variant", ["rankgan", "gogan"])
+def test_the_bank_pairs_each_row_exactly_and_gives_the_documented_gradient(host, stage1, variant):
+    G, D, augment_pipe, loss = stage2(
+        host, stage1, variant, markers=(0.5, -0.5), bank_size=32, style_mixing_prob=0.5, rank_weight=0.5
+    )
+    _frozen_noise_off(loss)
+    G.synthesis.noise_strength.data.zero_()
+    augment_pipe.p.fill_(0.0)  # identity: what D sees is the kept image itself
+    assert loss.bank is not None and loss.bank.keep == "images"  # an augment pipe: scores would go stale
+    live_ws, d_inputs, previous_inputs = [], [], []
+    hooks = [
+        G.synthesis.register_forward_pre_hook(lambda module, args: live_ws.append(args[0].clone())),
+        D.register_forward_pre_hook(lambda module, args: d_inputs.append(args[0].detach().clone())),
+        loss.previous_D.register_forward_pre_hook(lambda module, args: previous_inputs.append(args[0].clone())),
+    ]
+    real, z, c = real_batch(6), torch.randn(6, Z_DIM), torch.zeros(6, 0)
+    calls = []
+    loss.previous_G.register_forward_pre_hook(lambda module, args: calls.append(1))
+    torch.manual_seed(3)
+    run_phase(loss, "Dmain", D, real, z, c)
+    for hook in hooks:
+        hook.remove()
+    got = [p.grad.clone() for p in D.parameters()]
+    assert loss.bank.filled and loss.bank.z.shape == (32, 2 * Z_DIM + 1) and loss.bank.fills == 1
+    cutoffs = loss.bank.z[:, -1]
+    assert 0 < int((cutoffs > 0).sum()) < 32  # style mixing drawn per row, about half of them
+    assert cutoffs.max() < G.num_ws and cutoffs.min() >= 0
+
+    # Which rows were drawn: the live G's ws name them (each row's own z, and its z2 from its cutoff on).
+    (ws,) = live_ws
+    rows = []
+    for sample in ws:
+        matches = [
+            r
+            for r in range(32)
+            if torch.allclose(sample, _mixed_by_hand(G, *loss._split_rows(loss.bank.z[r : r + 1], 0))[0])
+        ]
+        assert len(matches) >= 1
+        rows.append(matches[0])
+    drawn = loss.bank.z[rows]
+    bank_z, bank_c, bank_z2, bank_cut = loss._split_rows(drawn, 0)
+    with torch.no_grad():  # the exact pair of Eq. 4: the frozen G_{i-1} on the very same row
+        prev_img = stage1.G.synthesis(_mixed_by_hand(stage1.G, bank_z, bank_c, bank_z2, bank_cut), noise_mode="const")
+        fake_img = G.synthesis(ws, noise_mode="const")
+
+    D.requires_grad_(True)
+    D.zero_grad(set_to_none=True)
+    if variant == "rankgan":
+        fake_seen, prev_seen, real_seen = d_inputs
+        torch.testing.assert_close(prev_seen, prev_img)
+        torch.testing.assert_close(fake_seen, fake_img)
+        expected = RF.stage_rank_loss(
+            D(real_seen, c), D(fake_seen, c), D(prev_seen, c), m_high=0.5, m_low=-0.5, clamp_weight=1.0
+        )
+    else:
+        fake_seen, real_seen = d_inputs
+        (prev_seen,) = previous_inputs  # the frozen D_{i-1} on the kept image (augmented at use)
+        torch.testing.assert_close(prev_seen, prev_img)
+        with torch.no_grad():
+            prev_scores = stage1.D(prev_seen, c)
+        expected = RF.gogan_rank_loss(D(real_seen, c), D(fake_seen, c), prev_scores, margin=1.0, rank_weight=0.5)
+    expected.backward()
+    D.requires_grad_(False)
+    for mine, theirs in zip(got, (p.grad for p in D.parameters())):
+        torch.testing.assert_close(mine, theirs)
+    # G_{i-1} ran only to fill the bank: once per fill_batch chunk of rows, never in the Dmain round itself.
+    fills_calls = len(calls)
+    run_phase(loss, "Dmain", D, real, z, c)
+    assert len(calls) == fills_calls and loss.bank.fills == 1 and loss.bank.draws == 2
+
+
+def test_gogan_without_augmentation_keeps_the_frozen_critics_scores(host, stage1):
+    G, D, _ = make_networks(host, seed=1)
+    G.load_state_dict(stage1.G.state_dict())
+    D.load_state_dict(stage1.D.state_dict())
+    loss = build_loss(host, G, D, None, previous=str(stage1.path), variant="gogan", bank_size=16)
+    _frozen_noise_off(loss)
+    assert loss.bank.keep == "scores"
+    real, z, c = real_batch(4), torch.randn(4, Z_DIM), torch.zeros(4, 0)
+    run_phase(loss, "Dmain", D, real, z, c)  # fills the bank: G_{i-1} and D_{i-1} on its 16 rows
+    assert loss.bank.images is None and loss.bank.scores.shape == (16,)
+    with torch.no_grad():
+        z_rows, c_rows, z2_rows, cut_rows = loss._split_rows(loss.bank.z, 0)
+        ws = _mixed_by_hand(stage1.G, z_rows, c_rows, z2_rows, cut_rows)
+        again = stage1.D(stage1.G.synthesis(ws, noise_mode="const"), c_rows)
+    torch.testing.assert_close(loss.bank.scores, again.flatten())
+    calls = []
+    for frozen in (loss.previous_G, loss.previous_D):
+        frozen.register_forward_pre_hook(lambda module, args: calls.append(type(module).__name__))
+    for phase in PHASES:
+        run_phase(loss, phase, G if phase.startswith("G") else D, real, z, c)
+    assert calls == []  # neither frozen network runs once the bank is filled
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in D.parameters())
+
+
+def test_the_bank_refreshes_and_fails_clearly(host, stage1, tmp_path):
+    G, D, augment_pipe, loss = stage2(host, stage1, "rankgan", markers=(0.5, -0.5), bank_size=8, bank_refresh_every=2)
+    real, z, c = real_batch(4), torch.randn(4, Z_DIM), torch.zeros(4, 0)
+    first = []
+    for _ in range(5):
+        run_phase(loss, "Dmain", D, real, z, c)
+        first.append(loss.bank.z.clone())
+    assert loss.bank.fills == 3  # filled at draws 1, 3 and 5
+    assert torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])
+    G, D, augment_pipe = make_networks(host)
+    with pytest.raises(ValueError, match="bank_size must be an int >= 0; got -1"):
+        build_loss(host, G, D, augment_pipe, previous=str(stage1.path), bank_size=-1)
+    # Conditional data: the bank's labels come from the data set, so it needs marker_dataset.
+    Gc, Dc, pipe = make_networks(host, c_dim=3)
+    loss = build_loss(host, Gc, Dc, pipe, previous=(Gc, Dc), markers=(0.5, -0.5), bank_size=8)
+    labels = torch.eye(3)[torch.tensor([0, 1, 2, 1])]
+    with pytest.raises(ValueError, match="pass marker_dataset"):
+        run_phase(loss, "Dmain", Dc, real, torch.randn(4, Z_DIM), labels)
+
+
+def test_a_conditional_bank_draws_the_data_sets_labels(host, monkeypatch):
+    table = np.eye(3, dtype=np.float32)[[0, 2, 2, 2]]  # a data set with one image of class 0, three of class 2
+
+    class Labelled:
+        def __init__(self, path, **options):
+            self.path = path
+
+        def __len__(self):
+            return len(table)
+
+        def get_label(self, index):
+            return table[index]
+
+    module = types.ModuleType("labelled_data")
+    module.Labelled = Labelled
+    monkeypatch.setitem(sys.modules, "labelled_data", module)
+    G, D, pipe = make_networks(host, c_dim=3)
+    loss = build_loss(
+        host, G, D, pipe, previous=(G, D), markers=(0.5, -0.5), bank_size=400,
+        marker_dataset={"class_name": "labelled_data.Labelled", "path": "data.zip"},
+    )  # fmt: skip
+    seen = []
+    D.register_forward_pre_hook(lambda module, args: seen.append(args[1].clone()))
+    torch.manual_seed(0)
+    run_phase(loss, "Dmain", D, real_batch(4), torch.randn(4, Z_DIM), torch.eye(3)[[1, 1, 1, 1]])
+    bank_c = loss._split_rows(loss.bank.z, 3)[1]
+    assert set(map(tuple, bank_c.tolist())) == {(1.0, 0.0, 0.0), (0.0, 0.0, 1.0)}  # never the host's class 1
+    assert 0.15 < float(bank_c[:, 0].mean()) < 0.35  # class 0 is a quarter of the data set
+    fake_c, prev_c, real_c = seen  # the fakes of both stages get their rows' labels, the reals their own
+    torch.testing.assert_close(fake_c, prev_c)
+    assert fake_c[:, 1].sum() == 0 and real_c[:, 1].sum() == 4
+
+
+def test_a_host_schedule_trains_with_the_bank(host, stage1):
+    G, D, augment_pipe, loss = stage2(host, stage1, "rankgan", bank_size=64, bank_device="cpu")
+    host.stats.reset()
+    _, history = host_train(host, loss, G, D, augment_pipe, iterations=6)
+    assert all(math.isfinite(v) for entry in history for v in entry.values())
+    assert loss.bank.fills == 1 and loss.bank.draws == 6 * 2  # one Dmain round per batch_gpu chunk (8 / 4)

@@ -141,6 +141,21 @@ def test_gogan_stage_gets_no_marker_dataset(checkout, data, stage1, tmp_path):
     assert options["resume_pkl"] == str(previous)  # the user's own --resume, not a second one
 
 
+def test_a_gogan_stage_with_the_bank_trains_and_gets_the_data_set_for_its_labels(checkout, data, stage1, tmp_path):
+    run_dir, _ = stage1
+    previous = sorted(run_dir.glob("network-snapshot-*.pkl"))[-1]
+    stage = ["--previous", str(previous), "--variant=gogan", "--bank-size=64", "--bank-device=cpu"]
+    flags = [f"--outdir={tmp_path}", f"--data={data}", "--batch=8", "--kimg=0.03"]
+    out = run(*LAUNCH, str(checkout), *stage, "--", *flags, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (stage2_dir,) = tmp_path.iterdir()
+    loss_kwargs = json.loads((stage2_dir / "training_options.json").read_text())["loss_kwargs"]
+    assert loss_kwargs["bank_size"] == 64 and loss_kwargs["bank_device"] == "cpu"
+    assert loss_kwargs["marker_dataset"]["path"] == str(data)  # the bank's labels, drawn the host's way
+    stats = [json.loads(line) for line in (stage2_dir / "stats.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(entry["Loss/D/loss"]) and "Loss/scores/prev_fake" in entry for entry in stats)
+
+
 @pytest.mark.skipif(not _sampler_rejects_data_source(), reason="this torch's Sampler still takes data_source")
 def test_without_the_launcher_the_standin_fails_as_upstream_does(checkout, data, tmp_path):
     out = run(sys.executable, str(checkout / "train.py"), f"--outdir={tmp_path}", f"--data={data}", cwd=checkout)
@@ -156,6 +171,8 @@ def test_bad_arguments_are_refused_by_name(checkout, tmp_path):
     assert out.returncode == 2 and "--marker-images must be >= 1; got 0" in out.stderr
     out = run(*LAUNCH, str(checkout), "--variant=wgan", cwd=tmp_path)
     assert out.returncode == 2 and "--variant: invalid choice: 'wgan'" in out.stderr
+    out = run(*LAUNCH, str(checkout), "--bank-size=-4", "--", "--outdir=x", cwd=tmp_path)
+    assert out.returncode == 2 and "--bank-size must be >= 0; got -4" in out.stderr
 
 
 def test_stage_loss_kwargs_refuses_unknown_options():
