@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-BENCHMARKS = ("stage_overhead", "aam", "triplet", "stage_memory")
+BENCHMARKS = ("stage_overhead", "aam", "triplet", "stage_memory", "stylegan2_ada_bank")
 ROOT = Path(__file__).resolve().parents[1]
 
 

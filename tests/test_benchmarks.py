@@ -289,3 +289,25 @@ def test_aam_before_after_loads_a_tree_and_times_both_heads():
     assert out[0]["aten_calls"]["before"] == out[0]["aten_calls"]["now"]  # the same code both times
     with pytest.raises(SystemExit, match="expected a rankplug/ tree"):
         aam_before_after.load_before(Path(rankplug.__file__).parent / "training")
+
+
+def test_stylegan2_ada_bank_times_every_configuration_and_its_banks_skip_the_frozen_stage(tmp_path):
+    from benchmarks import stylegan2_ada_bank
+
+    out = stylegan2_ada_bank.main(["--quick", "--output", str(tmp_path / "bank.json"), "--malloc", "default"])
+    record = json.loads((tmp_path / "bank.json").read_text())
+    assert set(record["results"]["times"]) == set(stylegan2_ada_bank.CONFIGS)
+    summary = out["summary"]
+    assert {"rankgan_bank_speedup", "gogan_bank_speedup", "gogan_bank_noaug_speedup"} <= set(summary)
+    assert all(summary[f"{name}_ratio"] > 0 for name in stylegan2_ada_bank.CONFIGS[1:])
+    assert {name: fill["keep"] for name, fill in record["results"]["fills"].items()} == {
+        "rankgan_bank": "images", "gogan_bank": "images", "gogan_bank_noaug": "scores"
+    }  # fmt: skip
+    built = stylegan2_ada_bank.make_steps(batch=2, size=16, width=4, z_dim=8, bank_size=8)
+    calls = []
+    for name in ("rankgan_bank", "gogan_bank_noaug"):
+        loss = built["losses"][name]
+        built["steps"][name]()  # fills the bank
+        loss.previous_G.register_forward_pre_hook(lambda module, args, name=name: calls.append(name))
+        built["steps"][name]()
+    assert calls == []  # with the bank, a round never runs the frozen generator
