@@ -258,9 +258,10 @@ class RankGANLoss:
     ``augment_pipe`` at use, at the current ADA probability, so the bank keeps un-augmented images; only GoGAN
     without an ``augment_pipe`` keeps the frozen critic's scores instead (``keep="scores"``, which also saves
     ``D_{i-1}``'s forward). **Memory**: ``4 K (2 z_dim + c_dim + 1 + C R^2)`` bytes on ``bank_device``
-    (``4 K (2 z_dim + c_dim + 2)`` for scores): 3.1 GiB for ``K = 4096`` at 256x256 RGB, so keep large banks on
-    the CPU (``bank_device="cpu"``; each draw copies ``N`` rows over). The host's snapshots do not hold the bank:
-    a resumed run fills a new one. Under DDP each rank fills its own from its own random state.
+    (``4 K (2 z_dim + c_dim + 2)`` for scores): 3.0 GiB for ``K = 4096`` at 256x256 RGB with ``z_dim = 512``,
+    so keep large banks on the CPU (``bank_device="cpu"``; each draw copies ``N`` rows over). The host's
+    snapshots do not hold the bank: a resumed run fills a new one. Under DDP each rank fills its own from its own
+    random state. Cost: ``docs/integrations_stylegan2_ada.md`` (``python -m benchmarks.stylegan2_ada_bank``).
 
     **ADA.** The host adapts the augmentation probability from ``Loss/signs/real``. Margin and ranking losses
     leave the score's offset free (adding a constant to every score changes nothing), so the sign of the raw
