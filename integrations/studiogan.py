@@ -26,14 +26,14 @@ import glob
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from rankplug._validation import check_choice, check_positive_int
+from rankplug._validation import check_choice, check_int_at_least, check_positive_int
 from rankplug.objectives import VARIANTS, StageObjective
-from rankplug.stages import freeze, marker_statistics, unwrap
+from rankplug.stages import BankDraw, PreviousStageBank, freeze, marker_statistics, unwrap
 
 #: The environment variables :func:`options_from_env` reads, and the :func:`patch_worker` keyword each one sets.
 ENVIRONMENT = {
@@ -44,6 +44,9 @@ ENVIRONMENT = {
     "RANKPLUG_RANK_WEIGHT": ("rank_weight", float),
     "RANKPLUG_MARKER_STATISTIC": ("marker_statistic", str),
     "RANKPLUG_MARKER_IMAGES": ("marker_images", int),
+    "RANKPLUG_BANK_SIZE": ("bank_size", int),
+    "RANKPLUG_BANK_REFRESH_EVERY": ("bank_refresh_every", int),
+    "RANKPLUG_BANK_DEVICE": ("bank_device", str),
 }
 #: The variants a StudioGAN critic can train with: every score variant of the core (``mbgan`` needs embeddings).
 SCORE_VARIANTS = tuple(v for v in VARIANTS if v != "mbgan")
@@ -119,6 +122,20 @@ class StudioGANStageLoss:
     statistic gathered over all of them, so every rank gets the same markers) and on as many ``G_{i-1}(z)``
     with the images' labels; both through ``AUG.series_augment``.
 
+    **The previous-stage bank** (``bank_size = K > 0``, opt-in; :class:`rankplug.stages.PreviousStageBank`). The
+    worker draws each fake batch's labels itself and gives them to its critic too, so the bank is drawn per
+    class: ``ceil(K / DATA.num_classes)`` latents from ``MODEL.z_prior`` for every class, with the frozen
+    ``G_{i-1}``'s images on them (GoGAN without augmentation -- no ``AUG.apply_diffaug`` / ``apply_ada`` /
+    ``apply_apa`` -- keeps the frozen critic's scores instead). In a critic round (``worker.train_discriminator``,
+    which the loss wraps) the hook swaps the fakes' ``z`` for bank latents of the very labels the worker drew, so
+    the live ``G_i`` and the kept ``G_{i-1}`` image share ``z`` and label and each pair of RankGAN Eq. 4 stays
+    exact; ``G_{i-1}`` no longer runs per round. Generator rounds keep their fresh ``z``. Kept images are
+    augmented at use. The bank is filled at the first critic round (under the worker's autocast, as the per-round
+    ``G_{i-1}`` runs), re-drawn every ``bank_refresh_every`` critic rounds (``None``: once per run), not saved in
+    StudioGAN's checkpoints (a resumed run fills a new one), and filled by each rank from its own random state
+    under ``-DDP``. Memory: ``K' (z_dim + 1 + C H W)`` values (``K' (z_dim + 2)`` for scores), ``K' = C
+    ceil(K / C)``; see ``docs/integrations_studiogan.md``.
+
     Args:
         worker: StudioGAN's built ``WORKER`` (its ``Gen``, ``Dis``, ``LOSS``, ``MODEL``, ``RUN``, ``AUG``,
             ``train_dataloader``, ``local_rank``).
@@ -132,6 +149,10 @@ class StudioGANStageLoss:
         marker_images: at most this many real images for the markers (>= 1).
         init_from_previous: ``"auto"``, ``True`` or ``False`` (see above).
         previous_when: ``"current"`` (default) or ``"best"``: which checkpoint of the previous run.
+        bank_size: ``K >= 0`` latents in the previous-stage bank (see above); 0 (default): ``G_{i-1}`` runs in
+            every critic round. Unused at stage 1.
+        bank_refresh_every: re-draw the bank after this many critic rounds (``None``: never).
+        bank_device: where the bank lives (``None``: the device of the fakes), e.g. ``"cpu"``.
 
     Example:
         >>> import types
@@ -159,6 +180,9 @@ class StudioGANStageLoss:
         marker_images: int = 5000,
         init_from_previous: bool | str = "auto",
         previous_when: str = "current",
+        bank_size: int = 0,
+        bank_refresh_every: int | None = None,
+        bank_device: str | None = None,
     ) -> None:
         for name in ("Gen", "Dis", "LOSS"):
             if not hasattr(worker, name):
@@ -198,6 +222,13 @@ class StudioGANStageLoss:
             self.objective.set_markers(markers[0], markers[1])
         elif self.objective.needs_markers(self.stage):
             self.compute_markers()
+        #: The previous-stage bank (``None`` without ``bank_size`` or at stage 1); see the class docstring.
+        self.bank: PreviousStageBank | None = None
+        self._per_class = 0  # bank rows per class: class y holds rows [y * _per_class, (y + 1) * _per_class)
+        self._critic_round = False
+        self._drawn: BankDraw | None = None  # the bank rows behind the latest generator call of a critic round
+        if check_int_at_least(bank_size, "bank_size", 0) > 0 and self.previous_G is not None:
+            self._make_bank(bank_size, bank_refresh_every, bank_device)
         if self.previous_G is not None:
             # After the frozen copies are made, so they do not carry the hook.
             unwrap(worker.Gen).register_forward_pre_hook(self._record_latents, with_kwargs=True)
@@ -253,11 +284,88 @@ class StudioGANStageLoss:
         self.previous_G.load_state_dict(g_state)
         self.previous_D.load_state_dict(d_state)
 
-    def _record_latents(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _record_latents(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         z = args[0] if args else kwargs.get("z")
         label = args[1] if len(args) > 1 else kwargs.get("label")
-        if isinstance(z, Tensor) and isinstance(label, Tensor):
+        if not (isinstance(z, Tensor) and isinstance(label, Tensor)):
+            return None
+        self._drawn = None
+        if self.bank is None or not self._critic_round:
             self._latents = (z.detach(), label.detach())
+            return None
+        # A critic round with the bank: bank latents of the worker's own labels take the place of its z.
+        self._drawn = self._draw_bank(label, z.device)
+        bank_z = self._drawn.z[:, :-1].to(z.dtype)
+        self._latents = (bank_z, label.detach())
+        if args:
+            return (bank_z, *args[1:]), kwargs
+        return args, {**kwargs, "z": bank_z}
+
+    # ------------------------------------------------------------------------------------------------ bank
+    def _augments(self) -> bool:
+        aug = getattr(self.worker, "AUG", None)
+        return any(bool(getattr(aug, flag, False)) for flag in ("apply_diffaug", "apply_ada", "apply_apa"))
+
+    def _make_bank(self, size: int, refresh_every: int | None, device: str | None) -> None:
+        worker = self.worker
+        if not callable(getattr(worker, "train_discriminator", None)):
+            raise TypeError("bank_size needs StudioGAN's WORKER.train_discriminator (the critic rounds it marks)")
+        classes = int(getattr(getattr(worker, "DATA", None), "num_classes", 1) or 1)
+        self._per_class = -(-size // classes)
+        # Kept scores are only exact when nothing random stands between G_{i-1}(z) and D_{i-1}: no augmentation.
+        previous_judge = self.objective.judge(2) == "previous"
+        keep: Literal["images", "scores"] = "scores" if previous_judge and not self._augments() else "images"
+        self.bank = PreviousStageBank(classes * self._per_class, keep=keep, device=device, refresh_every=refresh_every)
+        train_discriminator = worker.train_discriminator
+
+        def critic_round(*args: Any, **kwargs: Any) -> Any:  # marks the generator calls whose z the bank supplies
+            self._critic_round = True
+            try:
+                return train_discriminator(*args, **kwargs)
+            finally:
+                self._critic_round = False
+
+        worker.train_discriminator = critic_round
+
+    def fill_bank(self, device: Any) -> PreviousStageBank:
+        """Draw the bank's latents, ``ceil(K / C)`` per class, and keep the frozen stage's outputs on them."""
+        bank = self.bank
+        if bank is None or self.previous_G is None or self.previous_D is None:
+            raise ValueError("fill_bank needs bank_size > 0 and a previous stage")
+        classes = bank.size // self._per_class
+        labels = torch.arange(classes, device=device).repeat_interleave(self._per_class)
+        rows = torch.cat([self._sample_z(bank.size, device), labels[:, None].float()], dim=1)
+        previous_G, previous_D = self.previous_G, self.previous_D
+        chunk_labels: list[Tensor] = []  # the chunk's labels, for the frozen critic (fill runs G, then D)
+
+        def generator(chunk: Tensor) -> Tensor:
+            chunk_labels[:] = [chunk[:, -1].long()]
+            return previous_G(chunk[:, :-1], chunk_labels[0])
+
+        def critic(images: Tensor) -> Tensor:
+            return previous_D(images, chunk_labels[0])["adv_output"]
+
+        bank.fill(2, rows, generator, critic, lambda scores: scores.float().flatten())  # type: ignore[arg-type]
+        return bank
+
+    def _draw_bank(self, label: Tensor, device: Any) -> BankDraw:
+        bank = self.bank
+        assert bank is not None
+        if bank.due(2):
+            self.fill_bank(device)
+        assert bank.z is not None
+        classes = bank.size // self._per_class
+        label = label.detach().long().reshape(-1)
+        if label.numel() and (int(label.min()) < 0 or int(label.max()) >= classes):
+            raise ValueError(
+                f"the fakes' labels must lie in [0, DATA.num_classes = {classes}) for the bank; got "
+                f"{int(label.min())}..{int(label.max())}"
+            )
+        label = label.to(bank.z.device)
+        offsets = torch.randint(self._per_class, (label.numel(),), device=bank.z.device)
+        return bank.take(label * self._per_class + offsets, torch.device(device))
 
     def _sample_z(self, n: int, device: Any) -> Tensor:
         prior = getattr(self.worker.MODEL, "z_prior", "gaussian")
@@ -322,8 +430,12 @@ class StudioGANStageLoss:
             raise RuntimeError("no generator call was recorded before d_loss: G_{i-1}(z) needs the fakes' latents")
         assert self.previous_G is not None and self.previous_D is not None  # stage 2 has both
         z, labels = self._latents
+        drawn, self._drawn = self._drawn, None  # a draw pairs with one d_loss
+        if drawn is not None and drawn.scores is not None:  # GoGAN without augmentation: the kept D_{i-1} scores
+            return drawn.scores
         with torch.no_grad():
-            images = self._augment(self.previous_G(z, labels))
+            kept = drawn.images if drawn is not None else None
+            images = self._augment(kept if kept is not None else self.previous_G(z, labels))
         if judge == "current":  # RankGAN Eq. 4: the live D_i, with its gradient, through the worker's (DDP) Dis
             return self.worker.Dis(images, labels)["adv_output"]
         with torch.no_grad():  # GoGAN Eq. 4: the frozen D_{i-1}
@@ -368,13 +480,17 @@ class StudioGANStageLoss:
     def summary(self) -> dict[str, Any]:
         """The stage, the markers, their sample sizes and :attr:`latest`, as plain values (for logs)."""
         markers = self.markers
-        return {
+        out = {
             "stage": self.stage,
             "variant": self.objective.variant,
             "markers": list(markers) if markers is not None else None,
             "marker_sample_sizes": list(self.marker_sample_sizes) if self.marker_sample_sizes else None,
             "latest": dict(self.latest),
         }
+        if self.bank is not None:
+            out["bank"] = {"size": self.bank.size, "keep": self.bank.keep, "fills": self.bank.fills,
+                           "draws": self.bank.draws}  # fmt: skip
+        return out
 
 
 def _rank_and_world() -> tuple[int, int]:

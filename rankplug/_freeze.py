@@ -273,15 +273,32 @@ class PreviousStageBank:
         n = check_positive_int(n, "n")
         if self.z is None:
             raise ValueError("the bank is empty; fill it first (StageManager.fill_bank or draw_previous)")
-        rows = torch.randint(self.size, (n,), device=self.z.device)
+        return self.take(torch.randint(self.size, (n,), device=self.z.device), device)
+
+    def take(self, rows: Tensor, device: torch.device) -> BankDraw:
+        """The bank's rows ``rows`` (a 1-D integer tensor of indices in ``[0, K)``), moved to ``device``; one draw.
+
+        For draws that are not uniform, e.g. rows of a requested class when the latents carry labels
+        (``integrations/studiogan.py``).
+
+        Shape:
+            - rows: ``(n,)``. Output: :class:`BankDraw` with ``n`` rows.
+        """
+        if self.z is None:
+            raise ValueError("the bank is empty; fill it first (StageManager.fill_bank or draw_previous)")
+        if not isinstance(rows, Tensor) or rows.dim() != 1 or rows.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"rows must be a 1-D int32 / int64 tensor of row indices; got {rows!r:.80}")
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.size):
+            raise ValueError(f"rows must lie in [0, {self.size}); got {int(rows.min())}..{int(rows.max())}")
+        rows = rows.to(self.z.device)
         self.draws += 1
 
-        def take(bank: Tensor | None) -> Tensor | None:
+        def pick(bank: Tensor | None) -> Tensor | None:
             return None if bank is None else bank.index_select(0, rows).to(device, non_blocking=True)
 
-        z = take(self.z)
+        z = pick(self.z)
         assert z is not None  # the bank is filled
-        return BankDraw(z, take(self.images), take(self.scores))
+        return BankDraw(z, pick(self.images), pick(self.scores))
 
     # ------------------------------------------------------------------------------------------------- state
     def tensors(self) -> dict[str, Tensor | None]:

@@ -195,6 +195,120 @@ def test_the_example_trains_both_stages(example, capsys):
     assert "stage 2: rankgan against the frozen stage 1" in capsys.readouterr().out
 
 
+# ------------------------------------------------------------------------------------ the previous-stage bank
+def conditional_worker(example, directory, *, classes=3, seed=0):
+    """A stand-in WORKER whose networks and data carry ``classes`` labels (the example's has one class)."""
+    worker = example.make_worker(directory, seed=seed)  # puts the stand-in's src/ on sys.path
+    import models.model as model
+
+    sizes = {"img_size": 16, "img_channels": 3, "num_classes": classes}
+    worker.Gen, worker.Dis = model.Generator(z_dim=worker.MODEL.z_dim, **sizes), model.Discriminator(**sizes)
+    worker.DATA.num_classes = classes
+    opt = worker.OPTIMIZATION
+    opt.g_optimizer = torch.optim.Adam(worker.Gen.parameters(), lr=opt.g_lr, betas=(opt.beta1, opt.beta2))
+    opt.d_optimizer = torch.optim.Adam(worker.Dis.parameters(), lr=opt.d_lr, betas=(opt.beta1, opt.beta2))
+    return worker
+
+
+@pytest.fixture(scope="module")
+def conditional_stage1(example, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("conditional_stage1")
+    conditional_worker(example, directory).save(step=1)
+    return directory
+
+
+def test_the_bank_gives_the_fakes_latents_of_their_own_labels_and_pairs_them_exactly(
+    example, conditional_stage1, tmp_path
+):
+    worker = conditional_worker(example, tmp_path, seed=2)
+    loss = studiogan.patch_worker(worker, previous=conditional_stage1, markers=(0.6, -0.2), clamp_weight=2.0,
+                                  bank_size=10)  # fmt: skip
+    assert loss.bank.size == 12 and loss.bank.keep == "images"  # ceil(10 / 3) = 4 latents for each of 3 classes
+    seen, previous_calls = [], []
+    worker.Gen.register_forward_pre_hook(lambda module, args: seen.append([a.clone() for a in args[:2]]))
+    loss.previous_G.register_forward_pre_hook(lambda module, args: previous_calls.append(1))
+    worker.prepare_train_iter(epoch_counter=0)
+    worker.train_discriminator(current_step=0)  # the first critic round fills the bank, then draws from it
+    assert loss.bank.fills == 1 and loss.bank.draws == 1 and len(previous_calls) == 1  # the fill: one chunk
+    bank_labels = loss.bank.z[:, -1].long()
+    assert bank_labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    ((z, labels),) = seen
+    for row_z, label in zip(z, labels):  # each fake's z is a bank latent of the label the worker drew for it
+        assert any(torch.equal(row_z, bank_z) for bank_z in loss.bank.z[bank_labels == label, :-1])
+    assert "prev_fake" in loss.latest
+
+    # By hand: a critic round's loss on one generator call, G_{i-1} on the very z and labels the live G got.
+    seen.clear()
+    loss._critic_round = True  # what the wrapped train_discriminator sets around a round
+    labels = torch.tensor([0, 1, 2, 2, 1, 0, 0, 2])
+    original = torch.randn(8, worker.MODEL.z_dim)
+    worker.Gen(original, labels)
+    loss._critic_round = False
+    ((z, got_labels),) = seen
+    assert torch.equal(got_labels, labels) and not torch.equal(z, original)
+    real, fake = torch.randn(8, requires_grad=True), torch.randn(8, requires_grad=True)
+    got = loss.d_loss(real, fake, DDP=False)
+    assert len(previous_calls) == 1  # still only the fill: d_loss took G_{i-1}(z) from the bank
+    with torch.no_grad():
+        prev_images = loss.previous_G(z, labels)
+    prev = worker.Dis(prev_images, labels)["adv_output"]
+    torch.testing.assert_close(got, RF.stage_rank_loss(real, fake, prev, m_high=0.6, m_low=-0.2, clamp_weight=2.0))
+
+
+def test_generator_rounds_keep_their_own_latents(example, conditional_stage1, tmp_path):
+    worker = conditional_worker(example, tmp_path, seed=3)
+    loss = studiogan.patch_worker(worker, previous=conditional_stage1, markers=(0.6, -0.2), bank_size=12)
+    worker.prepare_train_iter(epoch_counter=0)
+    worker.train_discriminator(current_step=0)
+    seen = []
+    worker.Gen.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    worker.train_generator(current_step=0)
+    (z,) = seen
+    assert not any(torch.equal(row, bank_z) for row in z for bank_z in loss.bank.z[:, :-1])
+    assert loss.bank.draws == 1
+
+
+def test_gogan_without_augmentation_keeps_the_frozen_critics_scores(example, conditional_stage1, tmp_path):
+    worker = conditional_worker(example, tmp_path, seed=4)
+    loss = studiogan.patch_worker(worker, previous=conditional_stage1, variant="gogan", bank_size=6)
+    assert loss.bank.keep == "scores"
+    worker.prepare_train_iter(epoch_counter=0)
+    worker.train_discriminator(current_step=0)
+    z, labels = loss.bank.z[:, :-1], loss.bank.z[:, -1].long()
+    with torch.no_grad():
+        again = loss.previous_D(loss.previous_G(z, labels), labels)["adv_output"]
+    torch.testing.assert_close(loss.bank.scores, again)
+    calls = []
+    for frozen in (loss.previous_G, loss.previous_D):
+        frozen.register_forward_pre_hook(lambda module, args: calls.append(type(module).__name__))
+    example.train_stage(worker, 3)
+    assert calls == [] and loss.summary()["bank"] == {"size": 6, "keep": "scores", "fills": 1, "draws": 4}
+    fresh = conditional_worker(example, tmp_path / "c")
+    fresh.AUG.apply_diffaug = True  # with augmentation a kept score would carry a stale draw: images instead
+    augmented = studiogan.patch_worker(fresh, previous=conditional_stage1, variant="gogan", bank_size=6)
+    assert augmented.bank.keep == "images"
+
+
+def test_the_bank_refreshes_and_refuses_bad_settings_by_name(example, conditional_stage1, tmp_path):
+    worker = conditional_worker(example, tmp_path, seed=5)
+    loss = studiogan.patch_worker(worker, previous=conditional_stage1, markers=(0.6, -0.2), bank_size=3,
+                                  bank_refresh_every=2)  # fmt: skip
+    worker.prepare_train_iter(epoch_counter=0)
+    banks = []
+    for step in range(5):
+        worker.train_discriminator(current_step=step)
+        banks.append(loss.bank.z.clone())
+    assert loss.bank.fills == 3 and torch.equal(banks[0], banks[1]) and not torch.equal(banks[1], banks[2])
+    with pytest.raises(ValueError, match="bank_size must be an int >= 0; got -2"):
+        studiogan.patch_worker(conditional_worker(example, tmp_path / "b"), previous=conditional_stage1, bank_size=-2)
+    loss._critic_round = True
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, DATA.num_classes = 3\) for the bank; got 0..3"):
+        worker.Gen(torch.randn(2, worker.MODEL.z_dim), torch.tensor([0, 3]))
+    assert studiogan.options_from_env({"RANKPLUG_BANK_SIZE": "4096", "RANKPLUG_BANK_DEVICE": "cpu"}) == {
+        "bank_size": 4096, "bank_device": "cpu"
+    }  # fmt: skip
+
+
 def _doc_diff() -> str:
     text = (ROOT / "docs" / "integrations_studiogan.md").read_text()
     (diff,) = re.findall(r"^```diff\n(.*?)^```", text, re.M | re.S)
@@ -233,6 +347,14 @@ def test_the_documented_two_lines_under_ddp_and_mixed_precision(tmp_path):
     finals = [json.loads((tmp_path / "s2" / f"final-rank{rank}.json").read_text())["rankplug"] for rank in (0, 1)]
     assert finals[0]["stage"] == 2 and finals[0]["variant"] == "rankgan"
     assert finals[0]["markers"] == finals[1]["markers"] and finals[0]["marker_sample_sizes"] == [30, 30]
+    assert all(np.isfinite(v) for final in finals for v in final["latest"].values())
+    # The same stage with the bank (RANKPLUG_BANK_SIZE): each rank fills its own once, under -DDP and -mpc.
+    env.update(RANKPLUG_BANK_SIZE="64")
+    third = subprocess.run([*command, "-save", str(tmp_path / "s3"), "-DDP", "-mpc"], cwd=checkout, env=env,
+                           capture_output=True, text=True)  # fmt: skip
+    assert third.returncode == 0, third.stderr[-3000:]
+    finals = [json.loads((tmp_path / "s3" / f"final-rank{rank}.json").read_text())["rankplug"] for rank in (0, 1)]
+    assert [final["bank"]["fills"] for final in finals] == [1, 1] and finals[0]["bank"]["draws"] == 5
     assert all(np.isfinite(v) for final in finals for v in final["latest"].values())
 
 

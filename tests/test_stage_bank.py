@@ -67,6 +67,28 @@ def test_rows_are_drawn_from_the_bank_latents():
     assert len({tuple(z.tolist()) for z in draw.z}) > 1
 
 
+def test_take_returns_the_asked_rows_counts_a_draw_and_refuses_bad_rows():
+    manager = manager_at_stage_2(PreviousStageBank(6, keep="both"))
+    manager.fill_bank()
+    bank = manager.bank
+    draw = bank.take(torch.tensor([5, 0, 5]), torch.device("cpu"))
+    torch.testing.assert_close(draw.z, bank.z[[5, 0, 5]])
+    torch.testing.assert_close(draw.images, bank.images[[5, 0, 5]])
+    torch.testing.assert_close(draw.scores, bank.scores[[5, 0, 5]])
+    assert bank.draws == 1
+    for rows, message in (
+        (torch.tensor([0, 6]), r"rows must lie in \[0, 6\); got 0..6"),
+        (torch.tensor([-1]), r"rows must lie in \[0, 6\)"),
+        (torch.tensor([[0]]), "rows must be a 1-D int32 / int64 tensor"),
+        (torch.tensor([0.0]), "rows must be a 1-D int32 / int64 tensor"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            bank.take(rows, torch.device("cpu"))
+    assert bank.draws == 1  # a refused take changes nothing
+    with pytest.raises(ValueError, match="the bank is empty"):
+        PreviousStageBank(3).take(torch.tensor([0]), torch.device("cpu"))
+
+
 # ----------------------------------------------------------------------------------------- fills and refreshes
 def test_bank_fills_once_per_stage_refreshes_on_schedule_and_empties_at_advance():
     manager = manager_at_stage_2(PreviousStageBank(16, keep="images", refresh_every=3))
