@@ -101,6 +101,6 @@ def load_worker(local_rank: int, cfgs: Any, gpus_per_node: int, run_name: str, h
         json.dump(summary, file)
     if cfgs.RUN.distributed_data_parallel:
         # The ranks meet before they leave: a gloo rank that tore its group down while the other was still saving
-        # sometimes aborted at exit ("terminate called without an active exception", 3 runs in 18 here).
+        # sometimes aborted at exit ("terminate called without an active exception", 2 runs in 10 here).
         dist.barrier()
         dist.destroy_process_group()
