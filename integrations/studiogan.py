@@ -330,7 +330,12 @@ class StudioGANStageLoss:
         worker.train_discriminator = critic_round
 
     def fill_bank(self, device: Any) -> PreviousStageBank:
-        """Draw the bank's latents, ``ceil(K / C)`` per class, and keep the frozen stage's outputs on them."""
+        """Draw the bank's latents, ``ceil(K / C)`` per class, and keep the frozen stage's outputs on them.
+
+        Shape:
+            - The bank's ``z``: ``(K', z_dim + 1)`` rows ``[z | label]``, class by class (``K' = C ceil(K / C)``);
+              its images ``(K', C_img, H, W)`` or scores ``(K',)``. Done at the first critic round.
+        """
         bank = self.bank
         if bank is None or self.previous_G is None or self.previous_D is None:
             raise ValueError("fill_bank needs bank_size > 0 and a previous stage")
@@ -338,16 +343,14 @@ class StudioGANStageLoss:
         labels = torch.arange(classes, device=device).repeat_interleave(self._per_class)
         rows = torch.cat([self._sample_z(bank.size, device), labels[:, None].float()], dim=1)
         previous_G, previous_D = self.previous_G, self.previous_D
-        chunk_labels: list[Tensor] = []  # the chunk's labels, for the frozen critic (fill runs G, then D)
-
-        def generator(chunk: Tensor) -> Tensor:
-            chunk_labels[:] = [chunk[:, -1].long()]
-            return previous_G(chunk[:, :-1], chunk_labels[0])
-
-        def critic(images: Tensor) -> Tensor:
-            return previous_D(images, chunk_labels[0])["adv_output"]
-
-        bank.fill(2, rows, generator, critic, lambda scores: scores.float().flatten())  # type: ignore[arg-type]
+        bank.fill(
+            2,
+            rows,
+            lambda chunk: previous_G(chunk[:, :-1], chunk[:, -1].long()),
+            lambda images, chunk: previous_D(images, chunk[:, -1].long())["adv_output"],
+            lambda scores: scores.float().flatten(),
+            critic_sees_latents=True,  # the frozen critic gets each row's label
+        )
         return bank
 
     def _draw_bank(self, label: Tensor, device: Any) -> BankDraw:

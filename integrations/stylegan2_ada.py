@@ -616,7 +616,12 @@ class RankGANLoss:
             return synthesis(self._mixed_ws(mapping, z, c, z2, cutoff))
 
     def fill_bank(self, c_dim: int) -> PreviousStageBank:
-        """Draw the bank's ``K`` rows and keep the frozen stage's outputs on them (done at the first ``Dmain``)."""
+        """Draw the bank's ``K`` rows and keep the frozen stage's outputs on them (done at the first ``Dmain``).
+
+        Shape:
+            - c_dim: the host's label width (``gen_c.shape[1]``). The bank's ``z``: ``(K, 2 z_dim + c_dim + 1)``
+              rows ``[z | c | z2 | cutoff]``; its images ``(K, C, R, R)`` or scores ``(K,)``.
+        """
         bank = self.bank
         if bank is None or self.previous_G is None:
             raise ValueError("fill_bank needs bank_size > 0 and a previous stage")
@@ -635,16 +640,14 @@ class RankGANLoss:
             mixed = torch.rand(count, device=self.device) < self.style_mixing_prob
             cutoff = torch.where(mixed, torch.randint(1, num_ws, (count,), device=self.device), 0).float()
         rows = torch.cat([z, c, z2, cutoff[:, None]], dim=1)
-        labels: list[Tensor] = []  # the chunk's labels, for the frozen critic (fill runs generator, then critic)
-
-        def generator(chunk: Tensor) -> Tensor:
-            labels[:] = [self._split_rows(chunk, c_dim)[1]]
-            return self._previous_on_rows(chunk, c_dim)
-
-        def critic(img: Tensor) -> Tensor:
-            return self._run_previous_discriminator(img, labels[0])
-
-        bank.fill(2, rows, generator, critic, lambda scores: scores.flatten(1).mean(1))  # type: ignore[arg-type]
+        bank.fill(
+            2,
+            rows,
+            lambda chunk: self._previous_on_rows(chunk, c_dim),
+            lambda img, chunk: self._run_previous_discriminator(img, self._split_rows(chunk, c_dim)[1]),
+            lambda scores: scores.flatten(1).mean(1),
+            critic_sees_latents=True,  # the frozen critic gets each row's label
+        )
         return bank
 
     def _draw_bank(self, n: int, c_dim: int) -> BankDraw:

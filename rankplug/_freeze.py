@@ -242,13 +242,22 @@ class PreviousStageBank:
         self,
         stage: int,
         latents: Tensor,
-        generator: nn.Module,
-        discriminator: nn.Module,
+        generator: Callable[[Tensor], Tensor],
+        discriminator: Callable[..., Any],
         scores_of: Callable[[Any], Tensor],
+        *,
+        critic_sees_latents: bool = False,
     ) -> None:
         """Fill with ``latents`` (``K`` rows) and the frozen ``generator``'s (and ``discriminator``'s) outputs.
 
         ``scores_of`` turns the critic's output into per-sample scores ``(n,)`` (the manager's output selector).
+        With ``critic_sees_latents`` the critic is called as ``discriminator(fake, chunk)``, with the latent rows
+        that made ``fake``: for latents that carry a label the critic needs too (the StudioGAN and StyleGAN2-ADA
+        adapters pack ``[z | c | ...]`` rows).
+
+        Shape:
+            - latents: ``(K, *latent_shape)``; ``generator(chunk)``: ``(n, *image_shape)``; ``scores_of(...)``:
+              ``(n,)``.
         """
         if latents.shape[0] != self.size:
             raise ValueError(f"latents has {latents.shape[0]} rows; expected the bank size {self.size}")
@@ -259,7 +268,8 @@ class PreviousStageBank:
                 if self.keeps_images:
                     images.append(fake.detach().to(self._device(latents)))
                 if self.keeps_scores:
-                    scores.append(scores_of(discriminator(fake)).detach().to(self._device(latents)))
+                    out = discriminator(fake, chunk) if critic_sees_latents else discriminator(fake)
+                    scores.append(scores_of(out).detach().to(self._device(latents)))
         self.z = latents.detach().to(self._device(latents))
         self.images = torch.cat(images) if images else None
         self.scores = torch.cat(scores) if scores else None
@@ -283,6 +293,14 @@ class PreviousStageBank:
 
         Shape:
             - rows: ``(n,)``. Output: :class:`BankDraw` with ``n`` rows.
+
+        Example:
+            >>> bank = PreviousStageBank(4, keep="images")
+            >>> bank.fill(2, torch.arange(8.0).reshape(4, 2), lambda z: 2 * z, None, lambda s: s)
+            >>> bank.take(torch.tensor([3, 3, 0]), torch.device("cpu")).images
+            tensor([[12., 14.],
+                    [12., 14.],
+                    [ 0.,  2.]])
         """
         if self.z is None:
             raise ValueError("the bank is empty; fill it first (StageManager.fill_bank or draw_previous)")

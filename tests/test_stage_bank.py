@@ -89,6 +89,23 @@ def test_take_returns_the_asked_rows_counts_a_draw_and_refuses_bad_rows():
         PreviousStageBank(3).take(torch.tensor([0]), torch.device("cpu"))
 
 
+def test_a_critic_that_sees_the_latents_scores_each_chunk_with_its_own_rows():
+    bank = PreviousStageBank(10, keep="scores", fill_batch=3)  # ragged chunks: 3, 3, 3, 1
+    rows = torch.cat([torch.randn(10, 4), torch.arange(10.0)[:, None]], dim=1)  # [z | label]
+    generator = torch.nn.Linear(4, 2)
+    seen = []
+
+    def critic(fake, chunk):
+        seen.append(chunk.shape[0])
+        return fake.sum(1) + 100 * chunk[:, -1]  # the label must come from the chunk that made fake
+
+    bank.fill(2, rows, lambda chunk: generator(chunk[:, :-1]), critic, lambda out: out, critic_sees_latents=True)
+    with torch.no_grad():
+        expected = generator(rows[:, :-1]).sum(1) + 100 * rows[:, -1]
+    torch.testing.assert_close(bank.scores, expected)
+    assert seen == [3, 3, 3, 1]
+
+
 # ----------------------------------------------------------------------------------------- fills and refreshes
 def test_bank_fills_once_per_stage_refreshes_on_schedule_and_empties_at_advance():
     manager = manager_at_stage_2(PreviousStageBank(16, keep="images", refresh_every=3))
