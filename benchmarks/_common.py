@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from rankplug import report
+from rankplug.app import report
 
 cpu_model = report.cpu_model
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -74,7 +74,7 @@ def set_malloc(mode: str) -> dict[str, Any]:
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
-    """Everything that decides what a timing means (:func:`rankplug.report.machine_info`), with the load at the start
+    """Everything that decides what a timing means (:func:`rankplug.app.report.machine_info`), with the load at the start
     and the allocator's settings (:func:`set_malloc`)."""
     info = report.machine_info(device)
     info["malloc"] = dict(MALLOC)

@@ -7,7 +7,7 @@ step; from there the "off" run makes ``G_{i-1}(z)`` (and, for GoGAN, ``D_{i-1}(G
 step from fresh latents, the "on" run draws latents with those outputs from its bank.
 
 Per run the figures are the stage-2 digits-FID (the digits classifier's Frechet distance of 1,000 samples to the
-held-out digits, :func:`rankplug.eval.runs.digits_metrics`; lower is better; stage 1's too, the same for both arms
+held-out digits, :func:`rankplug.app.eval.commands.digits_metrics`; lower is better; stage 1's too, the same for both arms
 of a pair, to show how far stage 2 moved), the gap ``Gamma`` of GoGAN Eq. 6 at the end of stage 2 (mean of its
 last 5 records) and the stage-2 CPU time per generator step (between its first and last records, so the bank's
 one fill is left out: it costs ``K / 256`` frozen forwards once per stage). The verdict
@@ -38,7 +38,7 @@ SETTINGS = {
 
 def config_for(method: str, seed: int, bank_size: int, settings: dict[str, Any]) -> Any:
     """The run of one arm: 8x8 digits, 2 stages, batch 64, 5 critic steps, the method's defaults otherwise."""
-    from rankplug.training import TrainConfig
+    from rankplug.app.training import TrainConfig
 
     steps = settings["steps_per_stage"]
     return TrainConfig(
@@ -57,9 +57,9 @@ def config_for(method: str, seed: int, bank_size: int, settings: dict[str, Any])
 
 def run_arm(method: str, seed: int, bank_size: int, settings: dict[str, Any]) -> dict[str, Any]:
     """Train one arm in a temporary run directory and score its stages 1 and 2."""
-    from rankplug.eval.runs import digits_metrics, held_out_images
-    from rankplug.runs import load_stage_models
-    from rankplug.training import train
+    from rankplug.app.eval.commands import digits_metrics, held_out_images
+    from rankplug.app.runs import load_stage_models
+    from rankplug.app.training import train
 
     config = config_for(method, seed, bank_size, settings)
     stage2: list[tuple[int, float]] = []  # (generator step, CPU seconds) at each stage-2 record

@@ -47,7 +47,7 @@ SNAPSHOT = "network-snapshot.pt"
 LOGGED = ("Loss/scores/real", "Loss/scores/fake", "Loss/signs/real", "Loss/G/loss", "Loss/D/loss")
 #: Logged from stage 2 on: the judge's scores of G_{i-1}(z) and, for RankGAN, the markers (absent at stage 1).
 STAGE_LOGGED = ("Loss/scores/prev_fake", "Loss/markers/high", "Loss/markers/low")
-#: The data a run can train on: the loop's own toy stripes, or rankplug's data sets (rankplug.data.open_dataset).
+#: The data a run can train on: the loop's own toy stripes, or rankplug's data sets (rankplug.app.data.open_dataset).
 DATA_KINDS = ("toy", "digits", "folder", "cifar10")
 #: RankGAN's lambda_clamp here: 1, the authors' code's value, not the core's default (the paper's 1000, set with the
 #: paper's learning rates, 5e-5 / 1e-4). At this loop's StyleGAN2 learning rate (2e-3) the clamp, 1000 times the
@@ -358,11 +358,11 @@ def real_batches(data: Tensor | None, n: int, shape: dict[str, int], generator: 
 
 
 def dataset_batches(dataset: Dataset[Any], n: int, *, seed: int, rank: int, world: int) -> Iterator[Tensor]:
-    """Endless batches of ``n`` images of ``dataset`` (``(image, label)`` items) through ``rankplug.data.make_loader``.
+    """Endless batches of ``n`` images of ``dataset`` (``(image, label)`` items) through ``rankplug.app.data.make_loader``.
 
     Under ``torch.distributed`` each rank reads its own shard (a ``DistributedSampler``), a new order per epoch.
     """
-    from rankplug.data import make_loader
+    from rankplug.app.data import make_loader
 
     sampler = None
     if world > 1:
@@ -398,12 +398,12 @@ def marker_batches(
 
 
 def open_data(kind: str, root: str | None, resolution: int, channels: int) -> Dataset[Any] | None:
-    """``None`` for the toy stripes, else ``rankplug.data.open_dataset(kind, root, resolution, split="train")``."""
+    """``None`` for the toy stripes, else ``rankplug.app.data.open_dataset(kind, root, resolution, split="train")``."""
     if kind not in DATA_KINDS:
         raise ValueError(f"data kind must be one of {DATA_KINDS}; got {kind!r}")
     if kind == "toy":
         return None
-    from rankplug.data import open_dataset
+    from rankplug.app.data import open_dataset
 
     return open_dataset(kind, root, resolution, split="train", channels=channels if kind == "folder" else None)
 
@@ -524,8 +524,8 @@ def train(
     one); ``previous`` is the previous stage's snapshot (``None``: stage 1); ``loss_kwargs`` go to
     :class:`RankGANLoss` (``variant=``, ``margin=``, ``clamp_weight=``, ...; ``clamp_weight`` defaults to
     :data:`CLAMP_WEIGHT` here, see there why). The real images are ``dataset`` (a map-style data set of
-    ``(image (C, R, R) in [-1, 1], label)``, e.g. from :func:`rankplug.data.open_dataset`, read through
-    :func:`rankplug.data.make_loader`), else ``data``, an ``(M, C, R, R)`` tensor in ``[-1, 1]``, else toy stripes.
+    ``(image (C, R, R) in [-1, 1], label)``, e.g. from :func:`rankplug.app.data.open_dataset`, read through
+    :func:`rankplug.app.data.make_loader`), else ``data``, an ``(M, C, R, R)`` tensor in ``[-1, 1]``, else toy stripes.
     At a RankGAN stage ``>= 2`` the markers (Eq. 6) come from ``marker_images`` real images, split among the
     ranks (:func:`marker_batches`). Rank 0 writes ``stats.jsonl`` (one line per ``log_every`` steps, with
     ``Loss/scores/prev_fake`` and the markers from stage 2 on) and ``network-snapshot.pt`` and, with ``verbose``,

@@ -1,8 +1,8 @@
 """What the per-paper studies share: train a run directory, score its stages, and interval arithmetic.
 
-Every study script (``experiments/*_study.py``) trains with the trainer's public API (:func:`rankplug.training.train`
-through :func:`rankplug.runs.train_run`), scores each stage's checkpoint with the project's digits metrics
-(:mod:`rankplug.eval.digits`) and writes one JSON with every seed's figures under ``experiments/results/``.
+Every study script (``experiments/*_study.py``) trains with the trainer's public API (:func:`rankplug.app.training.train`
+through :func:`rankplug.app.runs.train_run`), scores each stage's checkpoint with the project's digits metrics
+(:mod:`rankplug.app.eval.digits`) and writes one JSON with every seed's figures under ``experiments/results/``.
 Runs are cached by directory: a run directory that already holds its last stage is read, not retrained, so an
 interrupted study resumes where it stopped.
 
@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from rankplug.report import machine_info
-from rankplug.runs import load_stage_models, read_json, stage_files, train_run, write_json
-from rankplug.training import TrainConfig
+from rankplug.app.report import machine_info
+from rankplug.app.runs import load_stage_models, read_json, stage_files, train_run, write_json
+from rankplug.app.training import TrainConfig
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -121,9 +121,9 @@ def stage_scores(
 ) -> dict[int, dict[str, Any]]:
     """Per stage checkpoint: digits-FID on the held-out digits, the class histogram of ``fid_samples`` samples
     by the reference classifier, and GAN-train / GAN-test when the generator is conditional."""
-    from rankplug.eval import digits as digits_eval
-    from rankplug.eval.runs import digits_metrics, generate, held_out_images
-    from rankplug.runs import read_run_config
+    from rankplug.app.eval import digits as digits_eval
+    from rankplug.app.eval.commands import digits_metrics, generate, held_out_images
+    from rankplug.app.runs import read_run_config
 
     config = read_run_config(run_dir)
     classifier, _ = digits_eval.reference_classifier(config.size)
@@ -144,11 +144,11 @@ def stage_scores(
 
 def completion_scores(run_dir: Path, stage: int, images: int = 200, steps: int = 100) -> dict[str, Any]:
     """GoGAN Table 2's measurement for one stage checkpoint: PSNR / SSIM of the completed held-out digits at
-    the five occlusions (:data:`rankplug.eval.completion.COVERAGES`), latent search from ``z`` drawn with
-    seed 0, so every model starts from the same ``z`` (:func:`rankplug.eval.completion_table`)."""
-    from rankplug.eval import completion_table
-    from rankplug.eval.runs import held_out_images
-    from rankplug.runs import read_run_config
+    the five occlusions (:data:`rankplug.app.eval.completion.COVERAGES`), latent search from ``z`` drawn with
+    seed 0, so every model starts from the same ``z`` (:func:`rankplug.app.eval.completion_table`)."""
+    from rankplug.app.eval import completion_table
+    from rankplug.app.eval.commands import held_out_images
+    from rankplug.app.runs import read_run_config
 
     config = read_run_config(run_dir)
     models = load_stage_models(dict(stage_files(run_dir))[stage], config=config)

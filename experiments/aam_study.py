@@ -35,7 +35,7 @@ from _study import (
     write_record,
 )
 
-from rankplug.training import TrainConfig
+from rankplug.app.training import TrainConfig
 
 HEADS = ("ce", "cosine", "aam")
 WEIGHTS = (0.3, 1.0, 3.0)
@@ -66,7 +66,7 @@ def one_run(head: str, weight: float, seed: int, args: argparse.Namespace) -> di
 def real_reference(size: int) -> dict[str, float]:
     """GAN-test and GAN-train of real digits: the reference classifier on the held-out digits, and the GAN-train
     recipe trained on the real training digits."""
-    from rankplug.eval.digits import gan_test, gan_train, reference_classifier
+    from rankplug.app.eval.digits import gan_test, gan_train, reference_classifier
 
     classifier, split = reference_classifier(size)
     return {

@@ -1,6 +1,6 @@
 """Issue 12's search for an even class histogram in the demo: the demo's RankGAN with one setting changed.
 
-Each variant trains the demo's RankGAN (rankplug.demo.DEMO: 8x8 digits, width 64, 3 stages of 400 generator
+Each variant trains the demo's RankGAN (rankplug.app.demo.DEMO: 8x8 digits, width 64, 3 stages of 400 generator
 steps, eps = 10, lambda_clamp = 1, seed 0, one torch thread) with the change named, then records per stage the
 reference classifier's histogram of 1,000 samples and digits-FID. Appends one JSON line per variant to
 experiments/results/demo_class_balance.jsonl (``sec``: wall time, measured while other work shared the cores).
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from rankplug.demo import DEMO, DEMO_CLAMP, DEMO_MARGIN, class_histograms
-from rankplug.eval.runs import evaluate_run
-from rankplug.runs import train_run
-from rankplug.training.config import TrainConfig
+from rankplug.app.demo import DEMO, DEMO_CLAMP, DEMO_MARGIN, class_histograms
+from rankplug.app.eval.commands import evaluate_run
+from rankplug.app.runs import train_run
+from rankplug.app.training.config import TrainConfig
 
 OUT = Path(__file__).resolve().parent / "results" / "demo_class_balance.jsonl"
 WORK = Path("/tmp/rankplug-demo-class-balance")

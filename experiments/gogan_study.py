@@ -6,7 +6,7 @@ its stage 1, which beats WGAN, at every occlusion from 9 % to 81 %. This study t
 gradient penalty kept, since rankplug's critic is not clipped) for two stages, and a WGAN-GP run with the same
 optimiser and network for the same generator steps, checkpointed at the end of each stage length. Every model
 completes the same held-out digits from the same starting ``z`` (seed 0), with the search of
-:func:`rankplug.eval.completion_table` (RMSprop, 100 steps, perceptual weight 0.1). Differences are paired by
+:func:`rankplug.app.eval.completion_table` (RMSprop, 100 steps, perceptual weight 0.1). Differences are paired by
 seed; the table follows Table 2's layout (one row per model, one column per occlusion).
 
     python experiments/gogan_study.py                  # 5 seeds at 16x16 (about 20 CPU-minutes)
@@ -35,7 +35,7 @@ from _study import (
     write_record,
 )
 
-from rankplug.training import TrainConfig
+from rankplug.app.training import TrainConfig
 
 MODELS = ("WGAN-GP (stage-1 steps)", "WGAN-GP (stage-2 steps)", "GoGAN stage 1", "GoGAN stage 2")
 

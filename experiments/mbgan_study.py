@@ -5,7 +5,7 @@ against 0.758; SVHN: 0.877 against 0.890) with "no visual difference" in the sam
 data-dependent margin needs alpha = 20 or 200 (0.2 and 2 collapse). This study trains, per seed, the trainer's
 ``mbgan`` preset (MBGAN Sec. 4: K = 500, alpha = 20 with the per-pixel-mean margin, a BatchNorm critic, batch
 128, z ~ U(0, 1), Adam 2e-4 (0.5, 0.999), one critic step) and a DCGAN with the same network, data and optimiser,
-and scores each critic with :func:`rankplug.eval.probe.linear_probe` (features of the 1,347 training digits,
+and scores each critic with :func:`rankplug.app.eval.probe.linear_probe` (features of the 1,347 training digits,
 accuracy on the 450 held-out ones; an untrained critic and the raw pixels are the floor), the samples with
 digits-FID and the reference classifier's class histogram. The sweep crosses alpha in {0.2, 2, 20, 200} with
 the margin's L1 norm as a per-pixel mean or a sum over pixels (MATH §5). At the end of each run the triplet
@@ -38,7 +38,7 @@ from _study import (
     write_record,
 )
 
-from rankplug.training import TrainConfig
+from rankplug.app.training import TrainConfig
 
 ALPHAS = (0.2, 2.0, 20.0, 200.0)
 COSTS = (0.001, 0.01, 0.1)  # the SVM costs C tried by cross-validation
@@ -69,7 +69,7 @@ def _common(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
 
 def _probe_data(size: int) -> dict[str, torch.Tensor]:
-    from rankplug.eval import digits as digits_eval
+    from rankplug.app.eval import digits as digits_eval
 
     _, split = digits_eval.reference_classifier(size)
     return {
@@ -81,7 +81,7 @@ def _probe_data(size: int) -> dict[str, torch.Tensor]:
 
 
 def probe(critic: torch.nn.Module, size: int) -> dict[str, Any]:
-    from rankplug.eval.probe import critic_features, linear_probe
+    from rankplug.app.eval.probe import critic_features, linear_probe
 
     data = _probe_data(size)
     grid = 2 if size <= 8 else 4  # 8x8 digits: the 4x4 maps pooled to 2x2; 32 px and up: DCGAN's 4x4 grid
@@ -97,10 +97,10 @@ def probe(critic: torch.nn.Module, size: int) -> dict[str, Any]:
 def triplet_state(run_dir: Path, batches: int = 4) -> dict[str, float]:
     """At the end of an MBGAN run: the fraction of active triplet hinges (Eq. 1), the mean embedding norm of
     real images and the mean margin h (Eq. 4), over ``batches`` batches of the run's size."""
-    from rankplug.data import open_dataset
-    from rankplug.eval.runs import generate
+    from rankplug.app.data import open_dataset
+    from rankplug.app.eval.commands import generate
     from rankplug.functional import data_dependent_margin, triplet_metric_discriminator_loss
-    from rankplug.runs import load_stage_models, read_run_config, stage_files
+    from rankplug.app.runs import load_stage_models, read_run_config, stage_files
 
     config = read_run_config(run_dir)
     models = load_stage_models(stage_files(run_dir)[-1][1], config=config)
@@ -132,7 +132,7 @@ def triplet_state(run_dir: Path, batches: int = 4) -> dict[str, float]:
 
 
 def one_run(name: str, seed: int, config: TrainConfig, work: str) -> dict[str, Any]:
-    from rankplug.runs import load_stage_models, stage_files
+    from rankplug.app.runs import load_stage_models, stage_files
 
     run_dir = Path(work) / f"{name}-seed{seed}"
     summary = train_cached(run_dir, config)
@@ -146,8 +146,8 @@ def one_run(name: str, seed: int, config: TrainConfig, work: str) -> dict[str, A
 
 def floor_probes(args: argparse.Namespace, seeds: list[int]) -> dict[str, Any]:
     """The probe on raw pixels and on untrained critics (one per seed): what training must beat."""
-    from rankplug.eval.probe import linear_probe
-    from rankplug.training import Discriminator
+    from rankplug.app.eval.probe import linear_probe
+    from rankplug.app.training import Discriminator
 
     data = _probe_data(args.size)
     pixels = linear_probe(

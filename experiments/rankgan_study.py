@@ -38,7 +38,7 @@ from _study import (
     write_record,
 )
 
-from rankplug.training import TrainConfig
+from rankplug.app.training import TrainConfig
 
 CLAMPS = (1.0, 10.0, 100.0, 1000.0)
 
@@ -89,8 +89,8 @@ def ladder(run_dir: Path, images: int = 256) -> dict[int, dict[str, float]]:
     ``[D_i(x) - D_i(G_i(z))]_+`` (Eq. 4, generator) is still active, i.e. whose fake scores below its real."""
     import torch
 
-    from rankplug.eval.runs import held_out_images
-    from rankplug.runs import load_stage_models, read_run_config, stage_files
+    from rankplug.app.eval.commands import held_out_images
+    from rankplug.app.runs import load_stage_models, read_run_config, stage_files
 
     config = read_run_config(run_dir)
     files = dict(stage_files(run_dir))

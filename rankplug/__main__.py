@@ -1,6 +1,6 @@
-"""``python -m rankplug``: the same as the ``rankplug`` command (:mod:`rankplug.cli`)."""
+"""``python -m rankplug``: the same as the ``rankplug`` command (:mod:`rankplug.app.cli`)."""
 
-from rankplug.cli import main
+from rankplug.app.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

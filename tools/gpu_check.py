@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import rankplug  # noqa: E402
 from rankplug import functional as F  # noqa: E402
-from rankplug.report import machine_info  # noqa: E402
+from rankplug.app.report import machine_info  # noqa: E402
 
 
 def _critic(channels: int = 3) -> nn.Module:
@@ -68,8 +68,8 @@ def check_fp16_penalty(device: torch.device) -> dict[str, Any]:
 
 def check_training(device: torch.device, amp: bool) -> dict[str, Any]:
     """A short RankGAN run (2 stages) with autocast: fp16 + GradScaler on CUDA, bf16 on a CPU."""
-    from rankplug.data import DigitsDataset
-    from rankplug.training import TrainConfig, train
+    from rankplug.app.data import DigitsDataset
+    from rankplug.app.training import TrainConfig, train
 
     config = TrainConfig(
         method="rankgan", stages=2, steps_per_stage=6, log_every=3, batch_size=16, size=16, device=str(device), amp=amp

@@ -1,8 +1,0 @@
-"""The trainer: one loop for every method (:func:`train`), its settings and presets (:class:`TrainConfig`), and
-the networks (:mod:`rankplug.training.models`)."""
-
-from rankplug.training.config import PRESETS, TrainConfig
-from rankplug.training.loop import MODELS_NAME, train
-from rankplug.training.models import ClassHead, Discriminator, Encoder, Generator
-
-__all__ = ["MODELS_NAME", "PRESETS", "ClassHead", "Discriminator", "Encoder", "Generator", "TrainConfig", "train"]
