@@ -36,7 +36,8 @@ _EXPORTS = {
     "FrozenStage": "rankplug.stages",
     "PreviousStageBank": "rankplug.stages",
     "StageManager": "rankplug.stages",
-    "StageObjective": "rankplug.objectives",
+    "StageObjective": "rankplug.methods",
+    "load_generator": "rankplug.app.runs",
 }
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
         TripletMetricDiscriminatorLoss,
         TripletMetricGeneratorLoss,
     )
-    from rankplug.objectives import StageObjective
+    from rankplug.methods import StageObjective
     from rankplug.stages import FrozenStage, PreviousStageBank, StageManager
 
 
@@ -87,4 +88,5 @@ __all__ = [
     "TripletMetricDiscriminatorLoss",
     "TripletMetricGeneratorLoss",
     "functional",
+    "load_generator",
 ]

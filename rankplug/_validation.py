@@ -109,7 +109,7 @@ def per_sample_scores(scores: object, name: str) -> Tensor:
     """Validate discriminator scores and return one score per sample, shape ``(N,)``, in the computation dtype.
 
     Accepts ``(N,)``, ``(N, 1)`` and PatchGAN maps ``(N, 1, H, W)``; a PatchGAN map's per-sample score is
-    the mean over its non-batch dimensions (MATH "Conventions"). The result is float32 for float16 and
+    the mean over its non-batch dimensions (maths page, "Conventions"). The result is float32 for float16 and
     bfloat16 scores (float32 and float64 stay as they are; see :func:`compute_dtype`).
     """
     tensor = check_tensor(scores, name)

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from rankplug import functional as F
-from rankplug._kernels import aam_cpu
 from rankplug._validation import (
     Reduction,
     as_float32,
@@ -26,19 +26,12 @@ from rankplug._validation import (
     shape_str,
 )
 from rankplug.functional.angular import (
-    MarginConstants,
     check_angular_margin,
-    check_targets,
-    cosine_logits,
-    margin_constants,
     scaled_cosine_margin_logits,
     scaled_cosine_margin_loss,
 )
 from rankplug.functional.metric import MARGIN_NORMS
 from rankplug.losses import AdditiveAngularMarginLoss, TripletMetricDiscriminatorLoss, TripletMetricGeneratorLoss
-
-# torch.nn.functional.normalize's floor on a norm, used where the head divides by the feature norm itself.
-_NORM_EPS = 1e-12
 
 #: Default ``s`` of :class:`AAMAuxClassifier`; see ``docs/aam_defaults.md`` for the reasoning and experiment.
 DEFAULT_AAM_SCALE = 16.0
@@ -65,7 +58,7 @@ def _loss_setting(name: str, check: Callable[[Any], Any], doc: str, *losses: str
 
 
 class TripletMetricDiscriminatorHead(nn.Module):
-    r"""The embedding head of MBGAN's metric discriminator, with its losses, Eq. 1-4 (MATH §5).
+    r"""The embedding head of MBGAN's metric discriminator, with its losses, Eq. 1-4 (maths §5).
 
     The discriminator maps an image to an embedding in ``R^K``; distances between embeddings replace the
     real/fake score. A linear map takes the host's features ``(N, ...)`` to ``(N, K)``. With
@@ -179,7 +172,7 @@ class TripletMetricDiscriminatorHead(nn.Module):
 
 
 class AAMAuxClassifier(nn.Module):
-    r"""Additive angular margin (ArcFace) auxiliary classifier for conditional GANs (MATH §6).
+    r"""Additive angular margin (ArcFace) auxiliary classifier for conditional GANs (maths §6).
 
     Label-geometry paper Eq. 7-8: the softmax classifier of an AC-GAN / StarGAN discriminator with the bias
     removed and both the class weights ``W_j`` and the feature ``phi(x)`` L2-normalised, so that
@@ -275,18 +268,6 @@ class AAMAuxClassifier(nn.Module):
                     f"or ({self.num_classes}, C_in, kH, kW) with C_in * kH * kW = {self.in_features}"
                 )
         self.weight = weight
-        # margin_constants per (s, m, device, dtype): the fused path's 0-d constants, made once, not state.
-        self._constants: dict[tuple[Any, ...], MarginConstants] = {}
-
-    def _margin_constants(self, like: Tensor) -> MarginConstants:
-        criterion = self.criterion
-        key = (criterion.scale, criterion.margin, like.device, like.dtype)
-        constants = self._constants.get(key)
-        if constants is None:
-            if len(self._constants) >= 8:  # a schedule of margins: keep the cache small
-                self._constants.clear()
-            constants = self._constants[key] = margin_constants(criterion.scale, criterion.margin, like)
-        return constants
 
     # Set these on the head, which checks them: :meth:`loss` trusts them.
     scale = _loss_setting(
@@ -321,7 +302,7 @@ class AAMAuxClassifier(nn.Module):
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"conv must be a torch.nn.Conv2d; got {type(conv).__name__}")
         if conv.bias is not None:
-            raise ValueError("conv has a bias; expected bias=False (the AAM classifier's bias is 0, MATH §6)")
+            raise ValueError("conv has a bias; expected bias=False (the AAM classifier's bias is 0, maths §6)")
         padding = conv.padding if isinstance(conv.padding, tuple) else ()
         dilated = any(d != 1 for d in conv.dilation)
         if conv.groups != 1 or any(p != 0 for p in padding) or conv.padding == "same" or dilated:
@@ -354,7 +335,7 @@ class AAMAuxClassifier(nn.Module):
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be a torch.nn.Linear; got {type(linear).__name__}")
         if linear.bias is not None:
-            raise ValueError("linear has a bias; expected bias=False (the AAM classifier's bias is 0, MATH §6)")
+            raise ValueError("linear has a bias; expected bias=False (the AAM classifier's bias is 0, maths §6)")
         return cls(
             linear.in_features,
             linear.out_features,
@@ -365,36 +346,21 @@ class AAMAuxClassifier(nn.Module):
             weight=linear.weight,
         )
 
-    def _flat_weight(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        flat = flat_features(features, "features", self.in_features)
-        weight = self.weight  # one module attribute lookup: this is the hot path
-        if weight.device != flat.device:
-            check_same_device(**{"the head's weight": weight, "features": flat})  # raises
-        return flat, weight if weight.dim() == 2 else weight.flatten(1)
-
     def cosine(self, features: Tensor) -> Tensor:
-        """``cos(theta)`` between each normalised feature and each normalised class weight, ``(N, C)``."""
-        flat, weight = self._flat_weight(features)
+        """``cos(theta)`` between each normalised feature and each normalised class weight, ``(N, C)`` (Eq. 7)."""
+        flat = flat_features(features, "features", self.in_features)
+        weight = self.weight
+        check_same_device(**{"the head's weight": weight, "features": flat})
         # Under fp16/bf16 autocast the normalisation and the 1 - cos^2 of the margin lose too much precision
         # near cos = +-1, so the head always runs in (at least) float32.
         with torch.autocast(device_type=flat.device.type, enabled=False):
             dtype = torch.promote_types(as_float32(flat).dtype, as_float32(weight).dtype)
-            normalize = torch.nn.functional.normalize
-            return torch.nn.functional.linear(normalize(flat.to(dtype), dim=1), normalize(weight.to(dtype), dim=1))
+            features_hat = nnf.normalize(flat.to(dtype), dim=1)
+            weight_hat = nnf.normalize(weight.flatten(1).to(dtype), dim=1)
+            return nnf.linear(features_hat, weight_hat)
 
     def forward(self, features: Tensor) -> Tensor:
-        # s cos(theta) = (phi . W^_j) * (s / ||phi||), with its gradient written out (F.angular.cosine_logits):
-        # equal to s * cosine() up to rounding, in float32 at least, outside autocast.
-        if not torch.compiler.is_compiling():  # dynamo traces the eager path
-            kernels = aam_cpu()
-            if kernels is not None:  # the compiled CPU kernel (rankplug._kernels), if it takes these arguments
-                out: Tensor | None = kernels.try_scaled_cosine(
-                    features, self.weight, self.criterion.scale, self.in_features
-                )
-                if out is not None:
-                    return out
-        flat, weight = self._flat_weight(features)
-        return cosine_logits(flat, weight, self._margin_constants(as_float32(flat)).scale)
+        return self.criterion.scale * self.cosine(features)
 
     def _check_logits(self, logits: Tensor) -> None:
         check_tensor(logits, "logits")
@@ -403,21 +369,8 @@ class AAMAuxClassifier(nn.Module):
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         """The AAM loss (Eq. 8) of ``logits = self(features)``, with the margin applied to the targets."""
-        criterion = self.criterion  # the settings, read once (validated when they were set)
-        if not criterion.multi_label and not torch.compiler.is_compiling():  # dynamo traces the eager path
-            kernels = aam_cpu()
-            if kernels is not None:  # the compiled CPU kernel (rankplug._kernels), if it takes these arguments
-                try:
-                    out: Tensor | None = kernels.try_margin_cross_entropy(
-                        logits, targets, criterion.scale, criterion.margin, criterion.reduction, self.num_classes
-                    )
-                except RuntimeError:
-                    check_targets(targets, logits, False, "logits")  # the ValueError naming a bad label
-                    raise
-                if out is not None:
-                    return out
         self._check_logits(logits)
-        # Eq. 8 on s cos(theta) as it is: the margin works on the target column in scaled units (MATH §6).
+        criterion = self.criterion  # the settings, validated when they were set
         return scaled_cosine_margin_loss(
             logits,
             targets,
@@ -425,7 +378,6 @@ class AAMAuxClassifier(nn.Module):
             margin=criterion.margin,
             multi_label=criterion.multi_label,
             reduction=criterion.reduction,
-            constants=self._margin_constants(as_float32(logits)),
         )
 
     def margin_logits(self, logits: Tensor, targets: Tensor) -> Tensor:

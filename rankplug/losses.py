@@ -1,6 +1,6 @@
 """Loss modules: thin ``nn.Module`` wrappers over :mod:`rankplug.functional`, holding the full documentation.
 
-Score conventions (MATH "Conventions"): a critic score is a real number and **higher means more real**;
+Score conventions (maths page, "Conventions"): a critic score is a real number and **higher means more real**;
 scores arrive as ``(N,)``, ``(N, 1)`` or PatchGAN maps ``(N, 1, H, W)`` (averaged per sample); tensor
 arguments go real before fake, current before previous; pairwise terms pair the k-th real with the k-th fake.
 A batch with nothing to learn from (every hinge inactive) returns a zero that stays in the autograd graph.
@@ -32,6 +32,7 @@ from rankplug._validation import (
 from rankplug.functional.angular import check_angular_margin
 from rankplug.functional.metric import MARGIN_NORMS
 from rankplug.functional.penalty import OutputSelector
+from rankplug.functional.ranking import CLAMP_ON
 
 
 class _PairwiseMarginLoss(nn.Module):
@@ -55,7 +56,7 @@ class _PairwiseMarginLoss(nn.Module):
 
 
 class HingeMarginLoss(_PairwiseMarginLoss):
-    r"""Pairwise margin loss of the critic: MarginGAN, RankGAN Eq. 3, GoGAN Eq. 2 (MATH §1).
+    r"""Pairwise margin loss of the critic: MarginGAN, RankGAN Eq. 3, GoGAN Eq. 2 (maths §1).
 
     .. math::
         \ell_k = \big[\, D(G(z_k)) + \epsilon - D(x_k) \,\big]_+
@@ -91,7 +92,7 @@ class HingeMarginLoss(_PairwiseMarginLoss):
 
 
 class SymmetricHingeLoss(_PairwiseMarginLoss):
-    r"""The RankGAN authors' separable stage-1 critic loss, the "symmetric hinge" (MATH §1).
+    r"""The RankGAN authors' separable stage-1 critic loss, the "symmetric hinge" (maths §1).
 
     .. math::
         \ell_k = \tfrac12 \big( [\, m - D(x_k) \,]_+ + [\, m + D(G(z_k)) \,]_+ \big)
@@ -119,7 +120,7 @@ class SymmetricHingeLoss(_PairwiseMarginLoss):
 
 
 class StageRankLoss(nn.Module):
-    r"""RankGAN's stage-``i`` losses: ranking (Eq. 4) with discriminator clamping (Eq. 6), MATH §3.
+    r"""RankGAN's stage-``i`` losses: ranking (Eq. 4) with discriminator clamping (Eq. 6), maths §3.
 
     Stage ``i >= 2`` trains ``D_i, G_i`` initialised from the frozen ``D_{i-1}, G_{i-1}``. **All scores come
     from the current critic** ``D_i``, including ``prev_fake_scores = D_i(G_{i-1}(z))``, which therefore
@@ -143,6 +144,9 @@ class StageRankLoss(nn.Module):
         m_low: marker ``E[D_{i-1}(G_{i-1}(z))]``, ``<= m_high``.
         clamp_weight: ``lambda_clamp >= 0``; paper 1000 (default), the authors' code 1.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        clamp_on: ``"sample"`` (Eq. 6 as printed, on each sample's scores) or ``"batch"`` (on the batch means of
+            ``D_i(x)`` and ``D_i(G_{i-1}(z))``, which the markers are; rankplug's option, see
+            :func:`rankplug.functional.clamp_penalty`).
 
     Shape:
         - real_scores, fake_scores, prev_fake_scores: ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``, the same ``N``.
@@ -166,9 +170,11 @@ class StageRankLoss(nn.Module):
         m_low: float | Tensor | None = None,
         clamp_weight: float = 1000.0,
         reduction: Reduction = "mean",
+        clamp_on: str = "sample",
     ) -> None:
         super().__init__()
         self.clamp_weight = check_nonnegative(clamp_weight, "clamp_weight")
+        self.clamp_on = check_choice(clamp_on, "clamp_on", CLAMP_ON)
         self.reduction: Reduction = check_reduction(reduction)
         self.m_high: float | None = None
         self.m_low: float | None = None
@@ -211,6 +217,7 @@ class StageRankLoss(nn.Module):
             m_low=low,
             clamp_weight=self.clamp_weight,
             reduction=self.reduction,
+            clamp_on=self.clamp_on,
         )
 
     def generator_loss(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
@@ -234,6 +241,7 @@ class StageRankLoss(nn.Module):
             m_high=high,
             m_low=low,
             reduction=self.reduction if reduction is None else reduction,
+            clamp_on=self.clamp_on,
         )
 
     def get_extra_state(self) -> dict[str, Any]:
@@ -252,7 +260,7 @@ class StageRankLoss(nn.Module):
 
 
 class GoGANRankLoss(nn.Module):
-    r"""GoGAN's critic loss across stages, Eq. 3-5 (MATH §2).
+    r"""GoGAN's critic loss across stages, Eq. 3-5 (maths §2).
 
     While stage ``i+1`` is trained, **the previous, frozen critic** ``D_i`` scores the previous generator's
     samples: ``prev_fake_scores = D_i(G_i(z))``, computed without gradient (a tensor that requires grad raises
@@ -319,7 +327,7 @@ class GoGANRankLoss(nn.Module):
 
 
 class GradientPenalty(nn.Module):
-    r"""WGAN-GP gradient penalty, RankGAN Eq. 5 (MATH §3).
+    r"""WGAN-GP gradient penalty, RankGAN Eq. 5 (maths §3).
 
     .. math::
         \ell_k = \lambda \big( \lVert \nabla_{\hat x} D(\hat x_k) \rVert_2 - 1 \big)^2,
@@ -413,7 +421,7 @@ class GradientPenalty(nn.Module):
 
 
 class TripletMetricDiscriminatorLoss(nn.Module):
-    r"""MBGAN's triplet critic loss, Eq. 1 with the detached data-dependent margin of Eq. 4 (MATH §5).
+    r"""MBGAN's triplet critic loss, Eq. 1 with the detached data-dependent margin of Eq. 4 (maths §5).
 
     Parameter-free twin of :func:`rankplug.functional.triplet_metric_discriminator_loss`; the learnable
     embedding lives in :class:`rankplug.TripletMetricDiscriminatorHead`, whose docs explain the maths.
@@ -470,7 +478,7 @@ class TripletMetricDiscriminatorLoss(nn.Module):
 
 
 class TripletMetricGeneratorLoss(nn.Module):
-    r"""MBGAN's generator loss, Eq. 2 (MATH §5): ``d(x_j, G(z)) = ||D(x_j) - D(G(z))||_2``.
+    r"""MBGAN's generator loss, Eq. 2 (maths §5): ``d(x_j, G(z)) = ||D(x_j) - D(G(z))||_2``.
 
     .. math::
         \ell_k = \lVert D(x_{j,k}) - D(G(z_k)) \rVert_2
@@ -502,7 +510,7 @@ class TripletMetricGeneratorLoss(nn.Module):
 
 
 class AdditiveAngularMarginLoss(nn.Module):
-    r"""ArcFace loss on given cosines, label-geometry paper Eq. 8 (MATH §6).
+    r"""ArcFace loss on given cosines, label-geometry paper Eq. 8 (maths §6).
 
     Parameter-free twin of :func:`rankplug.functional.additive_angular_margin_loss`, for code that computes
     ``cos(theta)`` itself. The learnable head that does so is :class:`rankplug.AAMAuxClassifier`, whose docs

@@ -1,4 +1,4 @@
-"""The margin loss of MarginGAN (RankGAN Eq. 3, GoGAN Eq. 2) and the WGAN generator loss (MATH §1)."""
+"""The margin loss of MarginGAN (RankGAN Eq. 3, GoGAN Eq. 2) and the WGAN generator loss (maths §1)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def hinge_margin_loss(
 def symmetric_hinge_loss(
     real_scores: Tensor, fake_scores: Tensor, *, margin: float = 1.0, reduction: Reduction = "mean"
 ) -> Tensor:
-    r"""The RankGAN authors' separable stage-1 critic loss (MATH §1). Full docs: :class:`rankplug.SymmetricHingeLoss`.
+    r"""The RankGAN authors' separable stage-1 critic loss (maths §1). Full docs: :class:`rankplug.SymmetricHingeLoss`.
 
     .. math::
         \ell_k = \tfrac12 \big( [\, m - D(x_k) \,]_+ + [\, m + D(G(z_k)) \,]_+ \big)
@@ -75,7 +75,7 @@ def symmetric_hinge_loss(
 
 
 def wgan_generator_loss(fake_scores: Tensor, *, reduction: Reduction = "mean") -> Tensor:
-    r"""The WGAN generator loss, used with the margin loss (GoGAN Sec. 3.2, MATH §1).
+    r"""The WGAN generator loss, used with the margin loss (GoGAN Sec. 3.2, maths §1).
 
     .. math::
         \ell_k = -D(G(z_k))

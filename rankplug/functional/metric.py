@@ -1,4 +1,4 @@
-"""The metric-based (triplet) discriminator of MBGAN, Eq. 1-4 (MATH §5)."""
+"""The metric-based (triplet) discriminator of MBGAN, Eq. 1-4 (maths §5)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def _distance(first: Tensor, second: Tensor) -> Tensor:
 
 
 def embedding_distance(first: Tensor, second: Tensor) -> Tensor:
-    r"""Row-wise Euclidean distance between embeddings, MBGAN's ``d(a, b)`` (MATH §5), with a finite gradient everywhere.
+    r"""Row-wise Euclidean distance between embeddings, MBGAN's ``d(a, b)`` (maths §5), with a finite gradient everywhere.
 
     .. math::
         d_k = \lVert \text{first}_k - \text{second}_k \rVert_2

@@ -1,4 +1,4 @@
-"""The WGAN-GP gradient penalty, RankGAN Eq. 5 (MATH §3)."""
+"""The WGAN-GP gradient penalty, RankGAN Eq. 5 (maths §3)."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def gradient_penalty(
     scaler: torch.amp.GradScaler | None = None,
     reduction: Reduction = "mean",
 ) -> Tensor:
-    r"""WGAN-GP gradient penalty, RankGAN Eq. 5 (MATH §3). Full docs: :class:`rankplug.GradientPenalty`.
+    r"""WGAN-GP gradient penalty, RankGAN Eq. 5 (maths §3). Full docs: :class:`rankplug.GradientPenalty`.
 
     .. math::
         \ell_k = \lambda \big( \lVert \nabla_{\hat x} D(\hat x_k) \rVert_2 - 1 \big)^2,

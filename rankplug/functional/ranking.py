@@ -1,4 +1,4 @@
-"""Ranking losses across stages: RankGAN Eq. 4 and 6 (MATH §3) and GoGAN Eq. 3-5 (MATH §2).
+"""Ranking losses across stages: RankGAN Eq. 4 and 6 (maths §3) and GoGAN Eq. 3-5 (maths §2).
 
 The two families differ in *which discriminator* scores the previous generator's samples:
 
@@ -37,37 +37,23 @@ def _markers(m_high: float | Tensor, m_low: float | Tensor) -> tuple[float | Ten
     return check_markers(m_high, m_low)
 
 
-def _clamp_terms(real: Tensor, prev_fake: Tensor, m_high: float | Tensor, m_low: float | Tensor) -> Tensor:
+#: Where RankGAN's clamp (Eq. 6) is measured: on each sample, as printed, or on the batch means.
+CLAMP_ON = ("sample", "batch")
+
+
+def _clamp_terms(
+    real: Tensor, prev_fake: Tensor, m_high: float | Tensor, m_low: float | Tensor, clamp_on: str = "sample"
+) -> Tensor:
     # RankGAN Eq. 6: keep D_i(x) above the previous stage's real level and D_i(G_{i-1}(z)) below its fake level.
+    if clamp_on == "batch":  # on the batch means, the quantities the markers are (one term, shared by every sample)
+        return (hinge(m_high - real.mean()) + hinge(prev_fake.mean() - m_low)).expand_as(real)
     return hinge(m_high - real) + hinge(prev_fake - m_low)
 
 
-def _stage_rank_loss(
-    real: Tensor, fake: Tensor, prev_fake: Tensor, m_high: float, m_low: float, weight: float, reduction: Reduction
-) -> Tensor:
-    # RankGAN Eq. 4 + weight * Eq. 6, [f - p]_+ + weight ([p - m_low]_+ + [m_high - r]_+) per sample, with the
-    # three hinges taken on one (3, N) tensor: the rows (f - p, p, -r) plus (0, -m_low, m_high), weighted
-    # (1, weight, weight) and summed (the mean's 1/N folded into the weights). Each entry is one subtraction, as in
-    # three separate hinges, and [u]_+ = relu(u) + 0 u keeps a non-finite u non-finite as hinge() does; in about a
-    # third of the ATen calls and autograd nodes of three hinges on (N,) tensors, and with the markers and the
-    # weight in one small constant tensor, not Python numbers (torch 2.13 turns each Python operand into a 0-d
-    # tensor copy, forward and backward). The same values up to the order of the additions (float rounding).
-    n = real.shape[0]
-    stacked = torch.cat((fake - prev_fake, prev_fake, real.neg())).view(3, n)
-    share = 1.0 / n if reduction == "mean" else 1.0
-    columns = (
-        ((0.0,), (-m_low,), (m_high,)),
-        ((0.0,), (0.0,), (0.0,)),
-        ((share,), (weight * share,), (weight * share,)),
-    )
-    offset, zero, weights = torch.tensor(columns, dtype=stacked.dtype, device=stacked.device).unbind(0)
-    shifted = stacked + offset
-    weighted = (torch.relu(shifted) + shifted * zero).mul_(weights)
-    if reduction == "none":
-        return weighted.sum(0)
-    if reduction not in ("mean", "sum"):
-        check_reduction(reduction)  # raises
-    return weighted.sum()
+def _check_clamp_on(clamp_on: object) -> str:
+    if clamp_on not in CLAMP_ON:
+        raise ValueError(f"clamp_on must be one of {CLAMP_ON}; got {clamp_on!r}")
+    return str(clamp_on)
 
 
 def clamp_penalty(
@@ -77,16 +63,22 @@ def clamp_penalty(
     m_high: float | Tensor,
     m_low: float | Tensor,
     reduction: Reduction = "mean",
+    clamp_on: str = "sample",
 ) -> Tensor:
     r"""RankGAN's discriminator clamping penalty, Eq. 6. Full docs: :class:`rankplug.StageRankLoss`.
 
     .. math::
         \ell_k = [\, m_{high} - D_i(x_k) \,]_+ + [\, D_i(G_{i-1}(z_k)) - m_{low} \,]_+
 
+    With ``clamp_on="batch"`` the two hinges take the batch means of the scores instead (every sample gets the same
+    term): the markers are means, so a per-sample clamp is violated by about half the samples by construction,
+    while the batch-mean clamp can be met.
+
     Args:
         real_scores: the **current** critic ``D_i`` on real samples.
         prev_fake_scores: the **current** critic ``D_i`` on the previous generator's samples ``G_{i-1}(z)``.
-        m_high, m_low, reduction: the settings of :class:`rankplug.StageRankLoss`; the markers are constants.
+        m_high, m_low, reduction, clamp_on: the settings of :class:`rankplug.StageRankLoss`; the markers are
+            constants.
 
     Shape:
         As for :class:`rankplug.StageRankLoss`, without ``fake_scores``. Output: scalar, or ``(N,)``.
@@ -101,8 +93,9 @@ def clamp_penalty(
     """
     high, low = _markers(m_high, m_low)
     reduction = check_reduction(reduction)
+    clamp_on = _check_clamp_on(clamp_on)
     real, prev_fake = paired_scores(real_scores=real_scores, prev_fake_scores=prev_fake_scores)
-    return reduce(_clamp_terms(real, prev_fake, high, low), reduction)
+    return reduce(_clamp_terms(real, prev_fake, high, low, clamp_on), reduction)
 
 
 def stage_rank_loss(
@@ -114,6 +107,7 @@ def stage_rank_loss(
     m_low: float | Tensor,
     clamp_weight: float = 1000.0,
     reduction: Reduction = "mean",
+    clamp_on: str = "sample",
 ) -> Tensor:
     r"""RankGAN's stage-``i`` critic loss: Eq. 4 plus ``clamp_weight`` times Eq. 6. Full docs: :class:`rankplug.StageRankLoss`.
 
@@ -128,7 +122,7 @@ def stage_rank_loss(
         real_scores: ``D_i(x)``.
         fake_scores: ``D_i(G_i(z))``, the current generator's samples.
         prev_fake_scores: ``D_i(G_{i-1}(z))``, the **current** critic on the previous generator's samples.
-        m_high, m_low, clamp_weight, reduction: the settings of :class:`rankplug.StageRankLoss`.
+        m_high, m_low, clamp_weight, reduction, clamp_on: the settings of :class:`rankplug.StageRankLoss`.
 
     Shape:
         As for :class:`rankplug.StageRankLoss`. Output: scalar, or ``(N,)`` with ``reduction="none"``.
@@ -139,18 +133,17 @@ def stage_rank_loss(
         >>> prev_fake = torch.tensor([0.0, -0.5], requires_grad=True)
         >>> loss = stage_rank_loss(real, fake, prev_fake, m_high=1.0, m_low=0.0)
         >>> loss
-        tensor(0.2500, grad_fn=<SumBackward0>)
+        tensor(0.2500, grad_fn=<MeanBackward0>)
         >>> loss.backward()
     """
     high, low = _markers(m_high, m_low)
     weight = check_nonnegative(clamp_weight, "clamp_weight")
     reduction = check_reduction(reduction)
+    clamp_on = _check_clamp_on(clamp_on)
     real, fake, prev_fake = paired_scores(
         real_scores=real_scores, fake_scores=fake_scores, prev_fake_scores=prev_fake_scores
     )
-    if isinstance(high, Tensor) or isinstance(low, Tensor):  # tensor markers, while compiling
-        return reduce(hinge(fake - prev_fake) + weight * _clamp_terms(real, prev_fake, high, low), reduction)
-    return _stage_rank_loss(real, fake, prev_fake, high, low, weight, reduction)
+    return reduce(hinge(fake - prev_fake) + weight * _clamp_terms(real, prev_fake, high, low, clamp_on), reduction)
 
 
 def stage_rank_generator_loss(

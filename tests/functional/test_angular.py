@@ -1,4 +1,4 @@
-"""MATH §6: the additive angular margin (ArcFace) auxiliary classifier, label-geometry paper Eq. 7-8."""
+"""maths §6: the additive angular margin (ArcFace) auxiliary classifier, label-geometry paper Eq. 7-8."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def long(values: list) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Plain Python references, following MATH §6 literally.
+# Plain Python references, following maths §6 literally.
 
 
 def psi(theta: float, m: float) -> float:
@@ -355,7 +355,7 @@ def test_no_acos_finite_gradient_for_feature_equal_or_opposite_to_class_weight(d
     loss.backward()
     assert torch.isfinite(loss)
     assert _finite_grad(features, head.weight)
-    # The gradient reaching a feature is bounded by a few s / ||phi|| (MATH §6 numerics), not blown up.
+    # The gradient reaching a feature is bounded by a few s / ||phi|| (maths §6 numerics), not blown up.
     bound = 4 * 16.0 / features.detach().norm(dim=1, keepdim=True) / len(features)
     assert (features.grad.norm(dim=1, keepdim=True) <= bound).all()
 
@@ -791,59 +791,20 @@ def test_from_conv_rejects_a_dilated_conv():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The fused hot path: its hand-written gradients against autograd of the composite it replaces.
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-# (N, d, C): C <= d scales the (N, C) output and takes the radial sums from an (N, C) product; C > d scales the
-# (N, d) features and takes them as row dot products.
-@pytest.mark.parametrize(("n", "d", "classes"), [(7, 12, 5), (7, 12, 20), (50, 4, 30)])
-def test_fused_head_gradients_equal_autograd_of_normalize_and_linear(dtype, n, d, classes):
-    from rankplug.functional.angular import cosine_logits, margin_constants
-
-    torch.manual_seed(21)
-    features = torch.randn(n, d, dtype=dtype)
-    weight = torch.randn(classes, d, dtype=dtype)
-    features[3] = 0.0  # a zero feature: normalize's floor, cosine 0
-    features[4] = 2.5 * weight[1]  # exactly along a class weight
-    grad = torch.randn(n, classes, dtype=dtype)
-    f1, w1 = features.clone().requires_grad_(True), weight.clone().requires_grad_(True)
-    out = cosine_logits(f1, w1, margin_constants(9.0, 0.3, f1).scale)
-    f2, w2 = features.clone().requires_grad_(True), weight.clone().requires_grad_(True)
-    reference = 9.0 * TF.linear(TF.normalize(f2, dim=1), TF.normalize(w2, dim=1))
-    tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-4}
-    torch.testing.assert_close(out, reference, **tol)
-    for a, b in zip(torch.autograd.grad(out, [f1, w1], grad), torch.autograd.grad(reference, [f2, w2], grad)):
-        scale = b.abs().max().clamp_min(1.0)  # the zero row's gradient is of order s / 1e-12
-        torch.testing.assert_close(a / scale, b / scale, **tol)
-
-
-@settings(max_examples=60, deadline=None)
-@given(cos=any_cosine, s=scale_value, m=margin_value.filter(lambda m: m < math.pi / 2))
-def test_fused_margin_and_slope_are_psi_and_autograds_derivative(cos, s, m):
-    from rankplug.functional.angular import _scaled_margin, margin_constants
-
-    c = torch.tensor([[cos]], dtype=torch.float64, requires_grad=True)
-    psi = cosine_with_margin(c, m)
-    (slope_reference,) = torch.autograd.grad(psi.sum(), c)
-    k = margin_constants(s, m, c)
-    psi_scaled, slope = _scaled_margin(s * c.detach(), k)
-    torch.testing.assert_close(psi_scaled / s, psi.detach(), rtol=1e-9, atol=1e-9)
-    slope = torch.ones_like(c) if slope is None else slope
-    torch.testing.assert_close(slope, slope_reference, rtol=1e-6, atol=1e-6)
+# The head's loss on its own logits s cos(theta) against the function on its cosines, and torch.compile.
 
 
 @pytest.mark.parametrize("kind", ["equal", "opposite"])
-def test_head_loss_gradients_at_the_extremes_equal_the_composite(kind):
+def test_head_loss_gradients_at_the_extremes_equal_the_function_on_its_cosine(kind):
     torch.manual_seed(22)
     head = AAMAuxClassifier(6, 4, scale=16.0, margin=0.3).double()
     labels = torch.tensor([0, 1, 2, 3])
     sign = 1.0 if kind == "equal" else -1.0
     features = (sign * 3.0 * head.weight.detach()[labels]).requires_grad_(True)  # cos(theta_y) = +-1 exactly
-    fused = torch.autograd.grad(head.loss(head(features), labels), [features, head.weight])
-    composite = additive_angular_margin_loss(head.cosine(features), labels, scale=16.0, margin=0.3)
-    expected = torch.autograd.grad(composite, [features, head.weight])
-    for a, b in zip(fused, expected):
+    got = torch.autograd.grad(head.loss(head(features), labels), [features, head.weight])
+    by_function = additive_angular_margin_loss(head.cosine(features), labels, scale=16.0, margin=0.3)
+    expected = torch.autograd.grad(by_function, [features, head.weight])
+    for a, b in zip(got, expected):
         assert torch.isfinite(a).all()
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
@@ -852,7 +813,7 @@ def test_head_loss_follows_a_changed_margin_and_dtype():
     torch.manual_seed(23)
     head = AAMAuxClassifier(8, 5, scale=10.0, margin=0.1)
     features, labels = torch.randn(6, 8), torch.randint(5, (6,))
-    head.loss(head(features), labels)  # makes the constants of (10, 0.1) in float32
+    head.loss(head(features), labels)
     head.margin = 0.4
     fresh = AAMAuxClassifier(8, 5, scale=10.0, margin=0.4)
     fresh.weight = nn.Parameter(head.weight.detach().clone())
@@ -863,78 +824,24 @@ def test_head_loss_follows_a_changed_margin_and_dtype():
     torch.testing.assert_close(value.float(), fresh.loss(fresh(features), labels), rtol=1e-5, atol=1e-5)
 
 
-@pytest.fixture
-def eager_path(monkeypatch):
-    """The eager PyTorch path of the head (``RANKPLUG_KERNELS=0``), whose internals the next tests check."""
-    from rankplug import _kernels
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_head_compiles_with_fullgraph_to_the_same_values_and_gradients(multi_label):
+    torch._dynamo.reset()
+    torch.manual_seed(27)
+    head = AAMAuxClassifier(8, 5, scale=16.0, margin=0.3, multi_label=multi_label)
+    features = torch.randn(6, 8)
+    features[0] = 2.0 * head.weight.detach()[0]  # cos(theta_y) at or next to 1
+    targets = torch.randint(0, 2, (6, 5)).float() if multi_label else torch.tensor([0, 1, 2, 3, 4, 0])
 
-    monkeypatch.setenv("RANKPLUG_KERNELS", "0")
-    _kernels.reset()
-    yield
-    monkeypatch.delenv("RANKPLUG_KERNELS")
-    _kernels.reset()
+    def step(x: torch.Tensor) -> torch.Tensor:
+        return head.loss(head(x), targets)
 
-
-def _two_node_loss(head, features, labels):
-    # The head's logits behind a clone: the loss then takes the two-node path (margin cross entropy, then the
-    # scaled cosine's own backward), the reference for the fused one.
-    return head.loss(head(features).clone(), labels)
-
-
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize(("n", "d", "classes"), [(9, 12, 5), (9, 6, 20)])  # C <= d and C > d
-def test_head_loss_on_its_own_logits_is_one_fused_node_with_the_two_nodes_gradients(
-    reduction, n, d, classes, eager_path
-):
-    torch.manual_seed(24)
-    head = AAMAuxClassifier(d, classes, scale=12.0, margin=0.4, reduction=reduction).double()
-    features = torch.randn(n, d, dtype=torch.float64, requires_grad=True)
-    labels = torch.randint(classes, (n,))
-    fused = head.loss(head(features), labels)
-    assert type(fused.grad_fn).__name__ == "_CosineMarginCrossEntropyBackward"
-    reference = _two_node_loss(head, features, labels)
-    assert type(reference.grad_fn).__name__ == "_TargetMarginCrossEntropyBackward"
-    torch.testing.assert_close(fused, reference, rtol=1e-12, atol=1e-12)
-    weights = torch.rand_like(fused)
-    got = torch.autograd.grad((fused * weights).sum(), [features, head.weight])
-    expected = torch.autograd.grad((reference * weights).sum(), [features, head.weight])
-    for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-
-
-def test_fused_head_loss_leaves_the_logits_usable_in_any_order(eager_path):
-    torch.manual_seed(25)
-    head = AAMAuxClassifier(8, 5).double()
-    features = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
-    labels = torch.randint(5, (6,))
-    # Another term on the same logits: its gradient flows through their own node, the loss's through the fused one.
-    logits = head(features)
-    got = torch.autograd.grad(head.loss(logits, labels) + logits.square().sum(), [features, head.weight])
-    logits = head(features)
-    both = _two_node_loss(head, features, labels) + logits.square().sum()
-    expected = torch.autograd.grad(both, [features, head.weight])
-    for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    # Backward through the logits first (their node frees its saved tensors), then through the loss.
-    logits = head(features)
-    loss = head.loss(logits, labels)
-    logits.sum().backward()
-    features.grad = head.weight.grad = None
-    loss.backward()
-    expected = torch.autograd.grad(_two_node_loss(head, features, labels), [features, head.weight])
-    torch.testing.assert_close(features.grad, expected[0], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(head.weight.grad, expected[1], rtol=1e-12, atol=1e-12)
-
-
-def test_head_loss_on_logits_changed_in_place_takes_the_two_node_path(eager_path):
-    torch.manual_seed(26)
-    head = AAMAuxClassifier(4, 9).double()  # C > d: the cosine keeps no copy of its output, so it may be changed
-    features = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
-    labels = torch.randint(9, (6,))
-    logits = head(features)
-    logits.mul_(0.5)  # the loss must see the halved logits and differentiate through the halving
-    loss = head.loss(logits, labels)
-    assert type(loss.grad_fn).__name__ == "_TargetMarginCrossEntropyBackward"
-    got = torch.autograd.grad(loss, [features])
-    expected = torch.autograd.grad(head.loss(head(features) * 0.5, labels), [features])
-    torch.testing.assert_close(got[0], expected[0], rtol=1e-12, atol=1e-12)
+    eager_in, compiled_in = features.clone().requires_grad_(True), features.clone().requires_grad_(True)
+    eager = step(eager_in)
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")(compiled_in)
+    torch.testing.assert_close(compiled, eager)
+    eager.backward()
+    compiled.backward()
+    assert torch.isfinite(compiled_in.grad).all()
+    torch.testing.assert_close(compiled_in.grad, eager_in.grad)
+    torch._dynamo.reset()

@@ -1,4 +1,4 @@
-"""MATH §1: the margin loss (RankGAN Eq. 3, GoGAN Eq. 2), the symmetric hinge and the WGAN generator loss."""
+"""maths §1: the margin loss (RankGAN Eq. 3, GoGAN Eq. 2), the symmetric hinge and the WGAN generator loss."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ REDUCTIONS = ["mean", "sum", "none"]
 
 
 def loop_hinge_margin(real: list[float], fake: list[float], margin: float) -> list[float]:
-    """MATH §1 as written: [D(G(z)) + eps - D(x)]_+, pairing the k-th real with the k-th fake."""
+    """maths §1 as written: [D(G(z)) + eps - D(x)]_+, pairing the k-th real with the k-th fake."""
     return [hinge(fake[k] + margin - real[k]) for k in range(len(real))]
 
 

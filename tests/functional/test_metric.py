@@ -1,4 +1,4 @@
-"""MATH §5: MBGAN's metric (triplet) discriminator, Eq. 1, 2 and the data-dependent margin of Eq. 4."""
+"""maths §5: MBGAN's metric (triplet) discriminator, Eq. 1, 2 and the data-dependent margin of Eq. 4."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def tensors(batch: dict, *, grad: bool = False) -> tuple[torch.Tensor, ...]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Plain Python references, following MATH §5 literally.
+# Plain Python references, following maths §5 literally.
 
 
 def loop_distance(a: list[float], b: list[float]) -> float:

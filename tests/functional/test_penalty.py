@@ -1,4 +1,4 @@
-"""MATH §3: the WGAN-GP gradient penalty (RankGAN Eq. 5)."""
+"""maths §3: the WGAN-GP gradient penalty (RankGAN Eq. 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MATH §2 (GoGAN Eq. 3-5) and §3 (RankGAN Eq. 4 and 6): ranking losses across stages."""
+"""maths §2 (GoGAN Eq. 3-5) and §3 (RankGAN Eq. 4 and 6): ranking losses across stages."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ REDUCTIONS = ["mean", "sum", "none"]
 
 
 def loop_stage_rank(real, fake, prev_fake, m_high, m_low, clamp_weight):
-    """RankGAN Eq. 4 (zero margin) + clamp_weight * Eq. 6, per sample, as written in MATH §3."""
+    """RankGAN Eq. 4 (zero margin) + clamp_weight * Eq. 6, per sample, as written in maths §3."""
     out = []
     for k in range(len(real)):
         rank = hinge(fake[k] - prev_fake[k])
@@ -31,7 +31,7 @@ def loop_stage_rank(real, fake, prev_fake, m_high, m_low, clamp_weight):
 
 
 def loop_gogan(real, fake, prev_fake, margin, disc_weight, rank_weight):
-    """GoGAN Eq. 3-5 per sample, as written in MATH §2."""
+    """GoGAN Eq. 3-5 per sample, as written in maths §2."""
     out = []
     for k in range(len(real)):
         disc = hinge(fake[k] + margin - real[k])
@@ -247,7 +247,7 @@ def test_m_low_above_m_high_is_rejected_everywhere():
 
 
 def _three_hinges(real, fake, prev, m_high, m_low, clamp_weight, reduction):
-    """Eq. 4 + clamp_weight * Eq. 6 as three hinges on (N,) tensors, each [u]_+ = relu(u) + 0 u (the former path)."""
+    """Eq. 4 + clamp_weight * Eq. 6 as three hinges on (N,) tensors, each [u]_+ = relu(u) + 0 u."""
     per = [t.reshape(len(t), -1).mean(1, dtype=torch.promote_types(t.dtype, torch.float32)) for t in (real, fake, prev)]
     r, f, p = per
 
@@ -260,9 +260,9 @@ def _three_hinges(real, fake, prev, m_high, m_low, clamp_weight, reduction):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("shape", [(16, 1), (16, 1, 1, 1), (16, 1, 3, 2)])
-def test_stage_rank_loss_stacked_hinges_match_three_hinges_with_gradients(reduction, shape):
-    # The (3, N) fast path against three separate hinges, values and gradients, with scores on both sides of
-    # every marker, ties, a float64 score mixed with float32 ones, and (N, 1) / 1x1 / PatchGAN-map scores.
+def test_stage_rank_loss_matches_three_hinges_with_gradients_on_mixed_dtypes_and_maps(reduction, shape):
+    # Against three separate hinges written out, values and gradients, with scores on both sides of every
+    # marker, ties, a float64 score mixed with float32 ones, and (N, 1) / 1x1 / PatchGAN-map scores.
     gen = torch.Generator().manual_seed(3)
     real = torch.randn(shape, generator=gen).requires_grad_(True)
     fake = torch.randn(shape, generator=gen, dtype=torch.float64).requires_grad_(True)
@@ -307,3 +307,19 @@ def test_per_sample_scores_is_a_view_for_one_score_per_sample_and_a_mean_for_map
     torch.testing.assert_close(per_sample_scores(patch, "real_scores"), patch.float().mean((1, 2, 3)))
     strided = torch.randn(5, 3)[:, 1:2]  # a non-contiguous (N, 1) column
     assert torch.equal(per_sample_scores(strided, "real_scores"), strided[:, 0])
+
+
+def test_the_batch_clamp_takes_the_batch_means() -> None:
+    from rankplug.functional import clamp_penalty, stage_rank_loss
+
+    real = torch.tensor([0.0, 3.0])  # mean 1.5: above m_high = 1 though the first sample is below it
+    prev = torch.tensor([-2.0, 1.0])  # mean -0.5: below m_low = 0 though the second sample is above it
+    assert float(clamp_penalty(real, prev, m_high=1.0, m_low=0.0, clamp_on="batch")) == 0.0
+    assert float(clamp_penalty(real, prev, m_high=1.0, m_low=0.0)) == 1.0  # (1 + 1) / 2, per sample
+    per_sample = clamp_penalty(real, prev, m_high=2.0, m_low=-1.0, clamp_on="batch", reduction="none")
+    assert per_sample.tolist() == [1.0, 1.0]  # [2 - 1.5]_+ + [-0.5 + 1]_+, the same for every sample
+    fake = torch.tensor([0.0, 0.0])
+    loss = stage_rank_loss(real, fake, prev, m_high=2.0, m_low=-1.0, clamp_weight=3.0, clamp_on="batch")
+    assert float(loss) == pytest.approx(1.0 + 3.0 * 1.0)  # mean of [2, 0] for Eq. 4, plus 3 times the clamp
+    with pytest.raises(ValueError, match="clamp_on must be one of"):
+        clamp_penalty(real, prev, m_high=1.0, m_low=0.0, clamp_on="median")

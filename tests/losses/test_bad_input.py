@@ -111,7 +111,7 @@ def triplet_head_losses(anchor: Tensor, positive: Tensor, fake: Tensor) -> Tenso
 
 NONE = "none"
 CASES: dict[str, Case] = {
-    # MATH §1
+    # maths §1
     "hinge_margin_loss": Case(
         lambda real_scores, fake_scores: F.hinge_margin_loss(real_scores, fake_scores, reduction=NONE),
         score_tensors("real_scores", "fake_scores"),
@@ -135,7 +135,7 @@ CASES: dict[str, Case] = {
         lambda real_scores, fake_scores: rankplug.SymmetricHingeLoss(reduction=NONE)(real_scores, fake_scores),
         score_tensors("real_scores", "fake_scores"),
     ),
-    # MATH §3
+    # maths §3
     "stage_rank_loss": Case(
         lambda real_scores, fake_scores, prev_fake_scores: F.stage_rank_loss(
             real_scores, fake_scores, prev_fake_scores, m_high=1.0, m_low=0.0, reduction=NONE
@@ -176,7 +176,7 @@ CASES: dict[str, Case] = {
         ).clamp_penalty(real_scores, prev_fake_scores),
         score_tensors("real_scores", "prev_fake_scores"),
     ),
-    # MATH §2
+    # maths §2
     "gogan_rank_loss": Case(
         lambda real_scores, fake_scores, prev_fake_scores: F.gogan_rank_loss(
             real_scores, fake_scores, prev_fake_scores, reduction=NONE
@@ -191,7 +191,7 @@ CASES: dict[str, Case] = {
         score_tensors("real_scores", "fake_scores", "prev_fake_scores"),
         frozen=("prev_fake_scores",),
     ),
-    # MATH §5
+    # maths §5
     "embedding_distance": Case(
         lambda first, second: F.embedding_distance(first, second), embedding_tensors("first", "second")
     ),
@@ -233,7 +233,7 @@ CASES: dict[str, Case] = {
         image_tensors,
         no_grad_output=True,
     ),
-    # MATH §6
+    # maths §6
     "cosine_with_margin": Case(
         lambda cosine: F.cosine_with_margin(cosine, 0.3), lambda: {"cosine": cosine_tensors()()["cosine"]}
     ),

@@ -276,21 +276,6 @@ def test_pml_peers_match_rankplug_on_the_same_inputs():
     assert report["pml_arcface"]["inputs"] == 24
 
 
-def test_aam_before_after_loads_a_tree_and_times_both_heads():
-    from pathlib import Path
-
-    import rankplug
-    from benchmarks import aam_before_after
-
-    before = aam_before_after.load_before(Path(rankplug.__file__).parent)  # this tree, under the private name
-    assert before.__module__ == f"{aam_before_after.PACKAGE}.heads" and before is not rankplug.AAMAuxClassifier
-    out = aam_before_after.measure(before, [(4, 8, 3)], rounds=1, block_s=1e-4)
-    assert set(out[0]["times"]) == {"before", "now", "linear_ce"}
-    assert out[0]["aten_calls"]["before"] == out[0]["aten_calls"]["now"]  # the same code both times
-    with pytest.raises(SystemExit, match="expected a rankplug/ tree"):
-        aam_before_after.load_before(Path(rankplug.__file__).parent / "training")
-
-
 def test_stylegan2_ada_bank_times_every_configuration_and_its_banks_skip_the_frozen_stage(tmp_path):
     from benchmarks import stylegan2_ada_bank
 

@@ -1,4 +1,4 @@
-"""Programs that tests/test_stages.py runs in fresh processes (resume, crash, torch.distributed markers).
+"""Programs that tests/stages/test_manager.py runs in fresh processes (resume, crash, torch.distributed markers).
 
 Usage: python worker.py COMMAND DIRECTORY [ARGS]
 """
@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 import rankplug
-from rankplug import _checkpoint
 from rankplug.functional import gradient_penalty
+from rankplug.stages import checkpoint
 
 NZ = 4
 
@@ -107,8 +107,8 @@ def main() -> None:
         manager.save(directory)
         torch.save(snapshot(manager), directory / "good.pt")
         train(manager, optimizers, 3)
-        _checkpoint.CHUNK_BYTES = 64
-        original = _checkpoint._write_chunks
+        checkpoint.CHUNK_BYTES = 64
+        original = checkpoint._write_chunks
 
         def slow(handle, data):
             (directory / "saving").touch()
@@ -117,9 +117,9 @@ def main() -> None:
                 handle.flush()
                 time.sleep(0.002)
 
-        _checkpoint._write_chunks = slow
+        checkpoint._write_chunks = slow
         manager.save(directory)
-        _checkpoint._write_chunks = original
+        checkpoint._write_chunks = original
         (directory / "finished").touch()
     elif command == "load_snapshot":
         manager, optimizers = build(999)

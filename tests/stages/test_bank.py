@@ -11,9 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from rankplug._checkpoint import CheckpointError
-from rankplug.stages import PreviousStageBank, StageManager, bank_bytes
 from rankplug.app.training import TrainConfig, train
+from rankplug.stages import CheckpointError, PreviousStageBank, StageManager, bank_bytes
 
 
 def small_gan() -> tuple[nn.Module, nn.Module]:
@@ -198,6 +197,26 @@ def test_bad_bank_settings_are_refused(kwargs, error, message):
         PreviousStageBank(**kwargs)
 
 
+def test_an_unknown_bank_device_is_a_value_error_naming_device():
+    with pytest.raises(ValueError, match="device must be None or a device such as 'cpu' or 'cuda:0'; got 'foo'"):
+        PreviousStageBank(4, device="foo")
+
+
+def test_a_cuda_bank_without_cuda_is_refused_at_construction(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine, whatever it has
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ValueError, match="device must be None, 'cpu' or an available device; got 'cuda', and CUDA"):
+        PreviousStageBank(4, device="cuda")
+
+
+def test_a_bank_larger_than_memory_is_refused_at_construction():
+    # 10**12 rows of at least two float32 values (z, G(z)): 8 TB, more than any machine here holds
+    with pytest.raises(
+        ValueError, match=r"size must be at most \d+ on cpu, whatever the shapes .*; got 1000000000000$"
+    ):
+        PreviousStageBank(10**12)
+
+
 def test_bank_misuse_is_refused():
     generator, discriminator = small_gan()
     with pytest.raises(TypeError, match="bank must be a PreviousStageBank or None; got int"):
@@ -273,6 +292,10 @@ def _bank_state(manager: StageManager) -> dict:
     ],
 )
 def test_a_bank_that_does_not_fit_is_refused_and_nothing_changes(edit, message):
+    assert_refused_and_nothing_changes(edit, message)
+
+
+def assert_refused_and_nothing_changes(edit, message: str) -> None:
     source = manager_at_stage_2(PreviousStageBank(24, keep="both"))
     source.draw_previous(4)
     state = _bank_state(source)
@@ -286,6 +309,53 @@ def test_a_bank_that_does_not_fit_is_refused_and_nothing_changes(edit, message):
     assert target.bank.snapshot() == before  # the same tensors, draws and fills
     for key, value in target.discriminator.state_dict().items():
         assert torch.equal(value, weights[key])
+
+
+# The findings of the external probe on saved banks: each loaded without complaint before.
+def test_saved_bank_images_of_another_shape_than_the_generator_makes_are_refused():
+    def edit(state):
+        state["bank"]["ranks"][0]["images"] = torch.zeros(24, 7)  # G_{i-1} makes (24, 6)
+
+    assert_refused_and_nothing_changes(
+        edit, r"bank\['ranks'\]\[0\]\['images'\] has shape \(24, 7\); expected \(24, 6\), the previous generator"
+    )
+
+
+def test_saved_float16_bank_images_are_refused_on_the_cpu():
+    def edit(state):
+        images = state["bank"]["ranks"][0]["images"]
+        state["bank"]["ranks"][0]["images"] = images.half()  # no fill on the CPU makes float16
+
+    assert_refused_and_nothing_changes(
+        edit, r"bank\['ranks'\]\[0\]\['images'\] has dtype torch.float16; expected one of torch.float32, torch.bfloat16"
+    )
+
+
+def test_a_saved_refresh_every_that_is_not_an_int_is_refused():
+    assert_refused_and_nothing_changes(
+        lambda s: s["bank"].update(refresh_every="5"),
+        r"bank\['refresh_every'\] must be None or an int >= 1; got str",
+    )
+
+
+def test_saved_bank_counts_beyond_int64_are_refused():
+    assert_refused_and_nothing_changes(
+        lambda s: s["bank"].update(draws=10**30),
+        r"bank\['draws'\] must be an int in \[0, 9223372036854775807\]; got 1000000000000000000000000000000",
+    )
+
+
+def test_a_bank_filled_under_autocast_still_resumes_bit_for_bit(tmp_path):
+    manager = manager_at_stage_2(PreviousStageBank(8, keep="both"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as the trainer's --amp fills it on the CPU
+        manager.draw_previous(2)
+    assert manager.bank.images.dtype == torch.bfloat16 and manager.bank.z.dtype == torch.float32
+    manager.save(tmp_path)
+    expected = manager.draw_previous(2)
+    fresh = manager_at_stage_2(PreviousStageBank(8, keep="both"))
+    fresh.load(tmp_path)
+    for want, got in zip(expected, fresh.draw_previous(2)):
+        assert torch.equal(want, got)
 
 
 def test_a_bank_checkpoint_into_a_manager_without_a_bank_is_refused():
@@ -417,10 +487,25 @@ def test_trainer_draws_stage_2_critic_latents_from_the_bank(method, keep, monkey
     assert seen["bank"].keep == keep and seen["bank"].fills == 2  # 8 draws, a refresh after 5
 
 
+def test_a_trainer_bank_too_large_for_memory_is_a_clear_error_before_its_images_are_kept(monkeypatch):
+    from rankplug.app.data import DigitsDataset
+    from rankplug.stages import bank
+
+    # --bank-size 10**8 on a machine without 38 GiB, scaled down: room for the latents, not for the 8x8 images
+    memory = 10_000 * bank_bytes(1, (32,), (1,), "images")
+    monkeypatch.setattr(bank, "device_memory", lambda device: memory)
+    config = TrainConfig(stages=2, steps_per_stage=2, log_every=1, size=8, batch_size=8, width=4, bank_size=10_000)
+    largest = memory // bank_bytes(1, (32,), (1, 8, 8), "images")
+    with pytest.raises(
+        ValueError, match=rf"size must be at most {largest} on cpu, for latents \(32,\) and images \(1, 8, 8\)"
+    ):
+        train(config, dataset=DigitsDataset(8))
+
+
 def test_trainer_checkpoints_at_a_stage_end_without_the_spent_bank(tmp_path):
-    from rankplug._checkpoint import safe_load
     from rankplug.app.data import DigitsDataset
     from rankplug.stages import CHECKPOINT_NAME
+    from rankplug.stages.checkpoint import safe_load
 
     config = TrainConfig(
         method="gogan",

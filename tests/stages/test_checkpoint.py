@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 import rankplug
-from rankplug import _checkpoint
-from rankplug._checkpoint import atomic_save, safe_load
 from rankplug.stages import CHECKPOINT_NAME, StageManager
+from rankplug.stages import checkpoint as checkpoint_file
+from rankplug.stages.checkpoint import atomic_save, safe_load
 
 ROOT = Path(__file__).resolve().parents[2]
 # build() computes markers with untrained critics, whose order is arbitrary
@@ -266,7 +266,7 @@ def test_valid_checkpoint_still_loads_bit_for_bit(saved_state, tmp_path):
 
 
 def test_checkpoint_error_is_public():
-    assert rankplug.CheckpointError is _checkpoint.CheckpointError and "CheckpointError" in rankplug.__all__
+    assert rankplug.CheckpointError is checkpoint_file.CheckpointError and "CheckpointError" in rankplug.__all__
     # a RuntimeError as it always was, and a ValueError like the settings mismatch a registered object raises
     assert issubclass(rankplug.CheckpointError, RuntimeError) and issubclass(rankplug.CheckpointError, ValueError)
 
@@ -280,7 +280,7 @@ def test_advance_on_a_full_disk_keeps_its_stage(tmp_path, monkeypatch):
     manager = build(0, directory=tmp_path)  # stage 2: the next advance writes stage 1 to the directory
     previous, history, markers = manager.previous, copy.deepcopy(manager.history), manager.markers
     frozen = {k: v.clone() for k, v in previous.discriminator.state_dict().items()}
-    monkeypatch.setattr(_checkpoint, "_write_chunks", _no_space)
+    monkeypatch.setattr(checkpoint_file, "_write_chunks", _no_space)
     with pytest.raises(OSError) as caught:
         manager.advance()
     assert caught.value.errno == errno.ENOSPC
@@ -301,7 +301,7 @@ import errno, os, sys
 import torch, torch.distributed as dist
 from torch import nn
 import rankplug
-from rankplug import _checkpoint
+from rankplug.stages import checkpoint
 
 dist.init_process_group("gloo")
 rank = dist.get_rank()
@@ -309,11 +309,11 @@ torch.manual_seed(0)
 directory = sys.argv[1] if rank == 0 else None  # a directory on rank 0 only, a common pattern
 manager = rankplug.StageManager(nn.Linear(2, 3), nn.Linear(3, 1), directory=directory)
 manager.advance()
-original = _checkpoint._write_chunks
+original = checkpoint._write_chunks
 if rank == 0:
     def no_space(handle, data):
         raise OSError(errno.ENOSPC, "No space left on device")
-    _checkpoint._write_chunks = no_space
+    checkpoint._write_chunks = no_space
 try:
     manager.advance()
 except OSError:
@@ -322,7 +322,7 @@ else:
     raised = False
 assert raised, f"rank {rank} did not raise"
 assert manager.stage == 2 and manager.previous.stage == 1, (rank, manager.stage)
-_checkpoint._write_chunks = original
+checkpoint._write_chunks = original
 manager.advance()
 assert manager.stage == 3 and manager.previous.stage == 2
 print(f"rank {rank} ok", flush=True)
@@ -426,8 +426,8 @@ def test_save_never_follows_a_symlink_planted_at_its_temporary_name(tmp_path, mo
     real_token = secrets.token_hex
     monkeypatch.setattr(secrets, "token_hex", lambda n=None: next(tokens, None) or real_token(n))
     planted = [target.with_name(f".{target.name}.tmp-{os.getpid()}")]  # the name an older rankplug used
-    if hasattr(_checkpoint, "_temp_path"):
-        planted.append(_checkpoint._temp_path(target, os.getpid(), "0123456789abcdef"))
+    if hasattr(checkpoint_file, "_temp_path"):
+        planted.append(checkpoint_file._temp_path(target, os.getpid(), "0123456789abcdef"))
     for link in planted:
         link.symlink_to(victim)
     build(0).save(target.parent)
@@ -448,14 +448,14 @@ def _dead_pid() -> int:
 def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path):
     target = tmp_path / CHECKPOINT_NAME
     dead = _dead_pid()
-    stale = _checkpoint._temp_path(target, dead, "00ff00ff00ff00ff")
+    stale = checkpoint_file._temp_path(target, dead, "00ff00ff00ff00ff")
     stale.write_bytes(b"\0" * 100_000)  # what a SIGKILL mid-save leaves
-    stale_link = _checkpoint._temp_path(target, dead, "11ff00ff00ff00ff")
+    stale_link = checkpoint_file._temp_path(target, dead, "11ff00ff00ff00ff")
     stale_link.symlink_to(tmp_path / "victim")
     (tmp_path / "victim").write_text("precious")
-    alive = _checkpoint._temp_path(target, os.getppid(), "22ff00ff00ff00ff")  # a save still in progress
+    alive = checkpoint_file._temp_path(target, os.getppid(), "22ff00ff00ff00ff")  # a save still in progress
     alive.write_bytes(b"partial")
-    other = _checkpoint._temp_path(tmp_path / "other.pt", dead, "33ff00ff00ff00ff")  # another file's
+    other = checkpoint_file._temp_path(tmp_path / "other.pt", dead, "33ff00ff00ff00ff")  # another file's
     other.write_bytes(b"partial")
     build(0).save(tmp_path)
     assert not stale.exists() and not stale_link.is_symlink()

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 import rankplug
-from rankplug._checkpoint import CheckpointError, atomic_save
-from rankplug.stages import CHECKPOINT_NAME
+from rankplug.stages import CHECKPOINT_NAME, CheckpointError
+from rankplug.stages.checkpoint import atomic_save
 
 WORKER = Path(__file__).resolve().parents[1] / "stage_programs" / "worker.py"
 ROOT = Path(__file__).resolve().parents[2]

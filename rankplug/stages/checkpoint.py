@@ -222,3 +222,6 @@ def safe_load(path: str | os.PathLike[str], *, map_location: Any = None) -> Any:
         raise
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise CheckpointError(f"checkpoint {source} is unreadable or truncated: {error}") from error
+
+
+__all__ = ["CHUNK_BYTES", "HEADER_BYTES", "MAGIC", "CheckpointError", "atomic_save", "atomic_write", "safe_load"]

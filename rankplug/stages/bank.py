@@ -1,122 +1,20 @@
-"""Frozen copies of networks (MATH §3): eval mode that survives a parent's ``.train()``, no gradients, and
-BatchNorm statistics that never change; the helpers :class:`rankplug.StageManager` builds its stages from, and
-the bank of a frozen stage's outputs (:class:`PreviousStageBank`).
+"""The previous-stage bank (maths §3): latents with the frozen stage's outputs on them, drawn by critic steps instead
+of running the frozen networks; its memory formula (:func:`bank_bytes`) and the memory bound it is checked against.
 
-:func:`freeze`, :func:`unwrap`, :func:`use_batch_statistics`, :class:`PreviousStageBank` and :class:`BankDraw` are
-public through :mod:`rankplug.stages`.
+:class:`PreviousStageBank`, :class:`BankDraw` and :func:`bank_bytes` are public through :mod:`rankplug.stages`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import os
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from rankplug._validation import check_choice, check_positive_int
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The user's module inside ``DistributedDataParallel``, ``DataParallel`` or ``torch.compile`` wrappers."""
-    while True:
-        if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            module = module.module
-        elif hasattr(module, "_orig_mod") and isinstance(module._orig_mod, nn.Module):
-            module = module._orig_mod
-        else:
-            return module
-
-
-class _StayInEval:
-    """A frozen module's ``train``: a parent's ``.train(True)`` leaves BatchNorm statistics and dropout in eval mode.
-
-    A small class rather than a closure, so frozen copies still deep-copy and pickle correctly.
-    """
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-
-    def __call__(self, mode: bool = True) -> nn.Module:
-        nn.Module.train(self.module, False)
-        return self.module
-
-
-class _NoGradForward:
-    """A frozen module's ``forward``: the class's own forward under ``torch.no_grad()``."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with torch.no_grad():
-            return type(self.module).forward(self.module, *args, **kwargs)
-
-
-def _freeze_in_place(module: nn.Module) -> None:
-    for sub in module.modules():
-        object.__setattr__(sub, "train", _StayInEval(sub))
-        # Every submodule, not only the top: hosts call parts directly (StyleGAN's G.mapping, G.synthesis).
-        object.__setattr__(sub, "forward", _NoGradForward(sub))
-    nn.Module.train(module, False)
-    for parameter in module.parameters():
-        parameter.requires_grad_(False)
-
-
-@contextlib.contextmanager
-def use_batch_statistics(module: nn.Module) -> Iterator[nn.Module]:
-    """Run ``module``'s BatchNorm layers on the statistics of each batch, leaving their running statistics alone.
-
-    Inside the block a BatchNorm layer normalises with the batch's own mean and variance, as in train mode, but
-    its running statistics are neither used nor updated (they are set aside and put back afterwards). Other
-    layers keep their mode, so dropout stays off in a frozen copy.
-    """
-    saved = []
-    for sub in module.modules():
-        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and sub.running_mean is not None:
-            saved.append((sub, sub.running_mean, sub.running_var))
-            sub.running_mean = None
-            sub.running_var = None
-    try:
-        yield module
-    finally:
-        for sub, mean, var in saved:
-            sub.running_mean = mean
-            sub.running_var = var
-
-
-def freeze(module: nn.Module) -> nn.Module:
-    """A frozen deep copy of ``module`` (unwrapped first).
-
-    The copy is in eval mode and stays there when a parent calls ``.train()``; its parameters have
-    ``requires_grad=False``; its forward, and that of every submodule, runs under ``torch.no_grad()``, so it
-    builds no autograd graph and its BatchNorm running statistics never change. Updating ``module`` never
-    changes the copy.
-    """
-    frozen = copy.deepcopy(unwrap(module))
-    _freeze_in_place(frozen)
-    return frozen
-
-
-@dataclass
-class FrozenStage:
-    """The frozen networks of one finished stage."""
-
-    stage: int
-    generator: nn.Module
-    discriminator: nn.Module
-    ema_generator: nn.Module | None = None
-
-    def modules(self) -> dict[str, nn.Module]:
-        out = {"generator": self.generator, "discriminator": self.discriminator}
-        if self.ema_generator is not None:
-            out["ema_generator"] = self.ema_generator
-        return out
-
 
 BankKeep = Literal["images", "scores", "both"]
 BANK_KEEPS = ("images", "scores", "both")
@@ -159,15 +57,18 @@ class PreviousStageBank:
     ``device`` (4 bytes per value in float32); :attr:`nbytes` reports it. ``K = 4096`` costs 1.6 MB for 8x8
     greyscale digits with ``nz = 32`` and 203 MB for 64x64 RGB images with ``nz = 128``; a scores-only bank
     (GoGAN) costs ``K * (prod(latent_shape) + 1)`` values, 2.1 MB for ``nz = 128``. The checkpoint grows by as
-    much. **Time**: filling runs the frozen stage on ``K`` latents once, ``ceil(K / fill_batch)`` forwards,
-    paid again at each refresh.
+    much. A bank that cannot fit in its device's memory (:func:`device_memory`) is refused with a ``ValueError``
+    naming the largest ``size`` that fits: at construction for one value per row, and with the real shapes before
+    the latents are drawn (:meth:`~rankplug.StageManager.fill_bank`) and before the first outputs are kept
+    (:meth:`fill`). **Time**: filling runs the frozen stage on ``K`` latents once, ``ceil(K / fill_batch)``
+    forwards, paid again at each refresh.
 
     Args:
         size: ``K >= 1``, the latents in the bank. A critic step draws its batch from them, so ``K`` should be
             well above the batch size (the critic sees ``G_{i-1}`` only on these ``K`` latents until a refresh).
         keep: ``"images"`` (RankGAN: ``G_{i-1}(z)``), ``"scores"`` (GoGAN: ``D_{i-1}(G_{i-1}(z))``) or ``"both"``.
-        device: where the bank lives (``None``: the generator's device). A CPU bank saves accelerator memory;
-            draws are moved to the generator's device.
+        device: where the bank lives (``None``: the generator's device): ``"cpu"`` or an accelerator this machine
+            has. A CPU bank saves accelerator memory; draws are moved to the generator's device.
         refresh_every: re-draw the whole bank after this many draws (``None``: once per stage).
         fill_batch: latents per frozen forward while filling.
 
@@ -199,11 +100,10 @@ class PreviousStageBank:
     ) -> None:
         self.size = check_positive_int(size, "size")
         self.keep: BankKeep = check_choice(keep, "keep", BANK_KEEPS)  # type: ignore[assignment]
-        if device is not None and not isinstance(device, (str, torch.device)):
-            raise TypeError(f"device must be None, a str or a torch.device; got {type(device).__name__}")
-        self.device = None if device is None else torch.device(device)
+        self.device = check_device(device)
         self.refresh_every = None if refresh_every is None else check_positive_int(refresh_every, "refresh_every")
         self.fill_batch = check_positive_int(fill_batch, "fill_batch")
+        self.check_fits()  # one value per row and kept tensor, before the shapes are known
         self.clear()
 
     @property
@@ -261,10 +161,13 @@ class PreviousStageBank:
         """
         if latents.shape[0] != self.size:
             raise ValueError(f"latents has {latents.shape[0]} rows; expected the bank size {self.size}")
-        images, scores = [], []
+        images: list[Tensor] = []
+        scores: list[Tensor] = []
         with torch.no_grad():
-            for chunk in latents.split(self.fill_batch):
+            for index, chunk in enumerate(latents.split(self.fill_batch)):
                 fake = generator(chunk)
+                if index == 0:  # the image shape is known now, before anything is kept
+                    self.check_fits(tuple(latents.shape[1:]), tuple(fake.shape[1:]), self._device(latents))
                 if self.keeps_images:
                     images.append(fake.detach().to(self._device(latents)))
                 if self.keeps_scores:
@@ -277,6 +180,39 @@ class PreviousStageBank:
 
     def _device(self, reference: Tensor) -> torch.device:
         return reference.device if self.device is None else self.device
+
+    def check_fits(
+        self,
+        latent_shape: tuple[int, ...] | None = None,
+        image_shape: tuple[int, ...] | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        """Raise ``ValueError`` unless :func:`bank_bytes` of this bank fits in the memory of its device.
+
+        The device is the bank's own, else ``device`` (the generator's), else the host. A shape that is not known
+        yet (``None``) counts one value per row, so the check is a lower bound that can run before anything is
+        drawn.
+
+        Example:
+            >>> PreviousStageBank(10**15)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+                ...
+            ValueError: size must be at most ... on cpu, whatever the shapes (...); got 1000000000000000
+        """
+        where = self.device if self.device is not None else device
+        memory = device_memory(where)
+        per_row = bank_bytes(1, latent_shape or (1,), image_shape or (1,), self.keep)
+        if memory is None or self.size * per_row <= memory:
+            return
+        shapes = [f"latents {latent_shape}"] if latent_shape is not None else []
+        if image_shape is not None and self.keeps_images:
+            shapes.append(f"images {image_shape}")
+        what = f"for {' and '.join(shapes)}" if shapes else "whatever the shapes"
+        raise ValueError(
+            f"size must be at most {memory // per_row} on {where or 'cpu'}, {what} ({self.size} rows take "
+            f"{self.size * per_row / 2**30:.3g} GiB of float32, more than its {memory / 2**30:.3g} GiB of memory); "
+            f"got {self.size}"
+        )
 
     def draw(self, n: int, device: torch.device) -> BankDraw:
         """``n`` rows drawn uniformly with replacement, moved to ``device``."""
@@ -351,9 +287,62 @@ class PreviousStageBank:
 
 
 def bank_bytes(size: int, latent_shape: tuple[int, ...], image_shape: tuple[int, ...], keep: BankKeep) -> int:
-    """The float32 bytes of a bank of ``size`` latents (the memory formula of :class:`PreviousStageBank`)."""
+    r"""The float32 bytes of a bank of ``size`` latents (the memory formula of :class:`PreviousStageBank`).
+
+    .. math::
+        4 K \big(\textstyle\prod \text{latent\_shape} + [\text{keeps images}] \prod \text{image\_shape}
+        + [\text{keeps scores}]\big)
+
+    Example:
+        >>> bank_bytes(4096, (32,), (1, 8, 8), "images")   # 4096 * (32 + 64) * 4
+        1572864
+    """
     values = math.prod(latent_shape) + (math.prod(image_shape) if keep != "scores" else 0) + (keep != "images")
     return 4 * size * values
 
 
-__all__ = ["BankDraw", "FrozenStage", "PreviousStageBank", "bank_bytes", "freeze", "unwrap", "use_batch_statistics"]
+def device_memory(device: torch.device | None) -> int | None:
+    """Bytes of memory ``device`` has (``None``: the host), or ``None`` where that cannot be told.
+
+    The host's physical memory (``os.sysconf``), or a CUDA device's total memory (``torch.cuda.mem_get_info``): a
+    bank larger than that can never be allocated there, whatever else runs.
+    """
+    if device is None or device.type == "cpu":
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):  # not POSIX
+            return None
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[1])
+    return None
+
+
+def check_device(device: object) -> torch.device | None:
+    """``device`` as a ``torch.device`` (``None`` stays ``None``); ``ValueError`` unless this machine has it."""
+    if device is None:
+        return None
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be None, a str or a torch.device; got {type(device).__name__}")
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be None or a device such as 'cpu' or 'cuda:0'; got {device!r}") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"device must be None, 'cpu' or an available device; got {device!r}, and CUDA is not available"
+            )
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(
+                f"device must be None, 'cpu' or one of the {count} CUDA device(s) cuda:0 to cuda:{count - 1}; got {device!r}"
+            )
+        return parsed
+    backend = torch.backends.mps if parsed.type == "mps" else getattr(torch, parsed.type, None)
+    available = getattr(backend, "is_available", None)
+    if callable(available) and not available():
+        raise ValueError(f"device must be None, 'cpu' or an available device; got {device!r}, which is not available")
+    return parsed
+
+
+__all__ = ["BANK_KEEPS", "BankDraw", "BankKeep", "PreviousStageBank", "bank_bytes", "check_device", "device_memory"]

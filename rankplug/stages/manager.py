@@ -1,117 +1,44 @@
-"""Stage handling for RankGAN and GoGAN (MATH §2-§4): frozen snapshots, markers, latents, the previous-stage bank,
-crash-safe resume."""
+"""The stage manager for RankGAN and GoGAN (maths §2-§4): frozen snapshots, markers, latents, the previous-stage
+bank and crash-safe resume, in one object a training loop holds."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from rankplug._checkpoint import CheckpointError, atomic_save, safe_load
-from rankplug._freeze import (
-    BankDraw,
-    FrozenStage,
-    PreviousStageBank,
-    _freeze_in_place,
-    bank_bytes,
-    freeze,
-    unwrap,
-    use_batch_statistics,
-)
-from rankplug._stage_state import (
-    _OPTIONAL_STATE_KEYS,
-    _STATE_KEYS,
-    _check_bank,
-    _check_history,
-    _check_keys,
-    _check_markers,
-    _check_optimizer,
-    _check_plateau,
-    _check_rng,
-    _check_weights,
-    _cpu_copy,
-    _is_int,
-    _kind,
-    _rng_state,
-    _set_rng_state,
-)
 from rankplug._validation import check_choice, check_nonnegative, check_positive_int, per_sample_scores
 from rankplug.functional.penalty import OutputSelector, select_scores
+from rankplug.stages.bank import BankDraw, PreviousStageBank
+from rankplug.stages.checkpoint import CheckpointError, atomic_save, safe_load
+from rankplug.stages.encoder import encode, pretrain_encoder, real_images
+from rankplug.stages.frozen import FrozenStage, freeze, unwrap
+from rankplug.stages.markers import broadcast_module, marker_statistics, previous_stage_scores, rank, world_size
+from rankplug.stages.state import (
+    FORMAT_VERSION,
+    LoadTarget,
+    Stateful,
+    backup,
+    bank_entry,
+    check_state,
+    gather_bank,
+    load_bank,
+    load_networks,
+    restore,
+    rng_state,
+    set_rng_state,
+)
 
 CHECKPOINT_NAME = "stage_manager.pt"
-FORMAT_VERSION = 1
-# The manager's plain fields a failed load puts back (with the weights, registered state and RNG).
+# The manager's plain fields a failed load puts back (with the weights, registered state, bank and RNG).
 _RESTORED_FIELDS = ("stage", "previous", "markers", "history", "_plateau_reference", "_plateau_count")
-
-
-class Stateful(Protocol):
-    """Anything with ``state_dict()`` / ``load_state_dict()``: optimizers, ``GradScaler``, EMA helpers."""
-
-    def state_dict(self) -> Any: ...
-
-    def load_state_dict(self, state_dict: Any) -> Any: ...
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _gather_all(values: Tensor) -> Tensor:
-    """Concatenate 1-D tensors of possibly different lengths from every rank (same result on every rank)."""
-    if _world() == 1:
-        return values
-    length = torch.tensor([values.numel()], device=values.device, dtype=torch.long)
-    lengths = [torch.zeros_like(length) for _ in range(_world())]
-    dist.all_gather(lengths, length)
-    longest = int(max(int(n.item()) for n in lengths))
-    padded = torch.zeros(longest, device=values.device, dtype=values.dtype)
-    padded[: values.numel()] = values
-    chunks = [torch.zeros_like(padded) for _ in range(_world())]
-    dist.all_gather(chunks, padded)
-    return torch.cat([chunk[: int(n.item())] for chunk, n in zip(chunks, lengths)])
-
-
-def marker_statistics(
-    real_scores: Tensor,
-    fake_scores: Tensor,
-    *,
-    statistic: Literal["mean", "median"] = "mean",
-) -> tuple[float, float]:
-    """``(m_high, m_low)`` of RankGAN Eq. 6 from per-sample scores, over every rank under ``torch.distributed``.
-
-    Each rank passes its own scores (lengths may differ between ranks); every rank gets the statistic of the
-    union. ``"median"`` is the usual median (the mean of the two middle values for an even count).
-
-    Shape:
-        - real_scores, fake_scores: ``(N,)`` per rank. Output: two floats.
-    """
-    statistic = check_choice(statistic, "statistic", ("mean", "median"))  # type: ignore[assignment]
-    real = _gather_all(real_scores.detach().flatten().double())
-    fake = _gather_all(fake_scores.detach().flatten().double())
-    if real.numel() == 0 or fake.numel() == 0:
-        raise ValueError("markers need at least one real and one fake score; got none")
-    if statistic == "mean":
-        return float(real.mean()), float(fake.mean())
-    return float(torch.quantile(real, 0.5)), float(torch.quantile(fake, 0.5))
-
-
-def _broadcast_module(module: nn.Module) -> None:
-    if _world() == 1:
-        return
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        dist.broadcast(tensor.data, src=0)
 
 
 class StageManager:
@@ -214,6 +141,8 @@ class StageManager:
         self.plateau_tolerance = check_nonnegative(plateau_tolerance, "plateau_tolerance")
         if bank is not None and not isinstance(bank, PreviousStageBank):
             raise TypeError(f"bank must be a PreviousStageBank or None; got {type(bank).__name__}")
+        if bank is not None and latent_shape is not None:
+            bank.check_fits(latent_shape, None, self._device())  # the images' shape is known at the first fill
         self.bank = bank
         self.stage = 1
         self.previous: FrozenStage | None = None
@@ -266,7 +195,7 @@ class StageManager:
             self._write_old_stage(old)
         snapshot = {name: freeze(module) for name, module in self._live().items()}
         for module in snapshot.values():
-            _broadcast_module(module)  # identical frozen copies on every rank
+            broadcast_module(module)  # identical frozen copies on every rank
         self.previous = FrozenStage(stage=self.stage, **snapshot)
         del old
         if reset_optimizers:
@@ -283,13 +212,13 @@ class StageManager:
     def _write_old_stage(self, stage: FrozenStage) -> None:
         """Write ``stage`` to ``directory`` (if any) on rank 0; raise ``OSError`` on every rank if that failed."""
         failure: OSError | None = None
-        if _rank() == 0 and self.directory is not None:
+        if rank() == 0 and self.directory is not None:
             weights = {name: module.state_dict() for name, module in stage.modules().items()}
             try:
                 atomic_save({"stage": stage.stage, "weights": weights}, self.directory / f"stage-{stage.stage:04d}.pt")
             except OSError as error:
                 failure = error
-        if _world() > 1:
+        if world_size() > 1:
             # Every rank takes part (a directory may be set on rank 0 only): the others must not move on to a
             # stage that rank 0 could not keep.
             flag = torch.tensor([0 if failure is None else 1], device=self._device())
@@ -336,13 +265,7 @@ class StageManager:
         if real is not None and self.encoder is not None:
             if real.shape[0] != n:
                 raise ValueError(f"real has batch size {real.shape[0]}; expected n = {n}")
-            with torch.no_grad():
-                output = self.encoder(real)
-            if not (isinstance(output, (tuple, list)) and len(output) == 2):
-                raise TypeError("the encoder must return (mu, logvar); got " + type(output).__name__)
-            mu, logvar = output
-            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-            return z.reshape(n, *self.latent_shape) if self.latent_shape is not None else z
+            return encode(self.encoder, real, self.latent_shape)
         if self.latent_shape is None:
             raise ValueError("latent_shape is not set; pass StageManager(..., latent_shape=...) to sample z ~ N(0, I)")
         draw = torch.rand if self.latent_distribution == "uniform" else torch.randn
@@ -357,47 +280,22 @@ class StageManager:
         kl_weight: float = 1.0,
         progress: bool = False,
     ) -> list[float]:
-        r"""Stage 0 of RankGAN (Sec. 3.3): train the encoder with the live generator as the VAE decoder.
-
-        .. math::
-            L = \underbrace{\tfrac1N \textstyle\sum_k \lVert G(z_k) - x_k \rVert_2^2}_{\text{reconstruction}}
-            + \beta \, \underbrace{\tfrac1N \textstyle\sum_k \tfrac12 \sum_d
-              \big(\mu_{kd}^2 + \sigma_{kd}^2 - \log \sigma_{kd}^2 - 1\big)}_{KL(q(z|x) \,\|\, N(0, I))},
-            \qquad z_k = \mu_k + \sigma_k \epsilon_k
-
-        Both terms are summed over pixels / latent dimensions and averaged over the batch; ``beta`` is
-        ``kl_weight`` (1 gives the standard ELBO). Adam with ``lr`` trains encoder and generator together;
-        afterwards the encoder is frozen (eval mode, no gradients) and the generator is G_1's starting point.
-        Returns the mean loss per epoch.
-        """
+        r"""Stage 0 of RankGAN (Sec. 3.3): train the encoder with the live generator as the VAE decoder, then freeze
+        the encoder; returns the mean loss per epoch. The loss and its settings are those of
+        :func:`rankplug.stages.encoder.pretrain_encoder`."""
         if self.encoder is None:
             raise ValueError("pretrain_encoder needs an encoder; pass StageManager(..., encoder=...)")
-        epochs = check_positive_int(epochs, "epochs")
-        beta = check_nonnegative(kl_weight, "kl_weight")
-        encoder, generator = self.encoder, self.generator
-        params = list(encoder.parameters()) + list(generator.parameters())
-        optimizer = torch.optim.Adam(params, lr=lr)
-        encoder.train()
-        generator.train()
-        losses = []
-        for _ in _progress(range(epochs), progress, "VAE"):
-            total, count = 0.0, 0
-            for batch in batches:
-                x = _real_of(batch).to(self._device())
-                mu, logvar = encoder(x)
-                z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-                if self.latent_shape is not None:
-                    z = z.reshape(x.shape[0], *self.latent_shape)
-                recon = (generator(z) - x).pow(2).flatten(1).sum(1).mean()
-                kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).flatten(1).sum(1).mean()
-                loss = recon + beta * kl
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total, count = total + float(loss.detach()) * x.shape[0], count + x.shape[0]
-            losses.append(total / max(count, 1))
-        _freeze_in_place(encoder)
-        return losses
+        return pretrain_encoder(
+            self.encoder,
+            self.generator,
+            batches,
+            latent_shape=self.latent_shape,
+            device=self._device(),
+            epochs=epochs,
+            lr=lr,
+            kl_weight=kl_weight,
+            progress=progress,
+        )
 
     # -------------------------------------------------------------------------------------------------- bank
     def _require_bank(self) -> PreviousStageBank:
@@ -415,10 +313,12 @@ class StageManager:
         rank under ``torch.distributed`` fills its own bank from its own random state (no collectives).
 
         Raises:
-            ValueError: no bank, stage 1, or an encoder with fewer than ``K`` real images.
+            ValueError: no bank, stage 1, an encoder with fewer than ``K`` real images, or a bank too large for the
+                memory of its device (:meth:`PreviousStageBank.check_fits`).
         """
         bank = self._require_bank()
         assert self.previous is not None  # checked by _require_bank
+        bank.check_fits(self.latent_shape, None, self._device())  # before K latents are drawn
         if self.encoder is None:
             latents = self.sample_latent(bank.size)
         else:
@@ -429,7 +329,7 @@ class StageManager:
                 )
             parts, count = [], 0
             for batch in real_batches:
-                x = _real_of(batch).to(self._device())
+                x = real_images(batch).to(self._device())
                 parts.append(self.sample_latent(x.shape[0], real=x))
                 count += x.shape[0]
                 if count >= bank.size:
@@ -492,17 +392,15 @@ class StageManager:
         batch_statistics_ = bool(batch_statistics)
         if self.previous is None:
             raise ValueError("markers need a previous stage; call advance() first (stage 1 has none)")
-        previous_g, previous_d = self.previous.generator, self.previous.discriminator
-        real_scores, fake_scores = [], []
-        with use_batch_statistics(previous_d) if batch_statistics_ else contextlib.nullcontext():
-            for batch in real_batches:
-                x = _real_of(batch).to(self._device())
-                z = self.sample_latent(x.shape[0], real=x)
-                real_scores.append(self._scores(previous_d(x)))
-                fake_scores.append(self._scores(previous_d(previous_g(z))))
-        if not real_scores:
-            raise ValueError("real_batches is empty; expected at least one batch")
-        high, low = marker_statistics(torch.cat(real_scores), torch.cat(fake_scores), statistic=statistic)
+        real, fake = previous_stage_scores(
+            self.previous,
+            real_batches,
+            lambda x: self.sample_latent(x.shape[0], real=x),
+            self._scores,
+            device=self._device(),
+            batch_statistics=batch_statistics_,
+        )
+        high, low = marker_statistics(real, fake, statistic=statistic)
         if low > high:
             warnings.warn(
                 f"the previous stage's critic scores its fakes above the real data (m_low={low:.4g} > "
@@ -580,7 +478,7 @@ class StageManager:
             "encoder": None if self.encoder is None else self.encoder.state_dict(),
             "previous": None,
             "registered": {name: obj.state_dict() for name, obj in self._registered.items()},
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "history": copy.deepcopy(self.history),
             "plateau": [self._plateau_reference, self._plateau_count],
         }
@@ -590,36 +488,8 @@ class StageManager:
                 "weights": {name: module.state_dict() for name, module in self.previous.modules().items()},
             }
         if self.bank is not None:  # the key exists only with a bank, so checkpoints without one are as before
-            state["bank"] = self._bank_state([self.bank.tensors()])
+            state["bank"] = bank_entry(self.bank, [self.bank.tensors()])
         return state
-
-    def _bank_state(self, ranks: list[dict[str, Tensor | None]]) -> dict[str, Any] | None:
-        """The bank's checkpoint entry: settings, progress and one set of tensors per rank (``None`` if empty)."""
-        bank = self.bank
-        if bank is None or not bank.filled:
-            return None
-        return {"stage": bank.stage, "draws": bank.draws, "fills": bank.fills, **bank.settings(), "ranks": ranks}
-
-    def _gathered_bank(self) -> list[dict[str, Tensor | None]] | None:
-        """Every rank's bank tensors, on every rank (a collective), or ``None`` unless every rank's bank is filled."""
-        assert self.bank is not None
-        device = self._device()
-        filled = torch.tensor([int(self.bank.filled)], device=device)
-        dist.all_reduce(filled, op=dist.ReduceOp.MIN)
-        if not int(filled.item()):
-            return None
-        ranks: list[dict[str, Tensor | None]] = [{} for _ in range(_world())]
-        for name, tensor in self.bank.tensors().items():
-            if tensor is None:
-                for entry in ranks:
-                    entry[name] = None
-                continue
-            local = tensor.to(device)
-            parts = [torch.empty_like(local) for _ in range(_world())]
-            dist.all_gather(parts, local.contiguous())
-            for entry, part in zip(ranks, parts):
-                entry[name] = part.to(tensor.device)
-        return ranks
 
     def load_state_dict(self, state: Mapping[str, Any], *, restore_rng: bool = True) -> None:
         """Restore :meth:`state_dict`'s output, all or nothing; frozen copies are rebuilt from the live modules.
@@ -635,12 +505,15 @@ class StageManager:
             CheckpointError: the checkpoint does not fit this manager or is malformed; the manager, its modules
                 and registered objects (and, with ``restore_rng``, the RNG states) are exactly as before.
         """
-        self._check_state(state)
-        backup = self._backup()
+        target = self._target()
+        check_state(state, target)
+        saved, fields = backup(target), tuple(getattr(self, name) for name in _RESTORED_FIELDS)
         try:
-            self._apply_state(state, restore_rng=restore_rng)
+            self._apply_state(state, target, restore_rng=restore_rng)
         except BaseException as error:
-            unrestored = self._restore(backup)
+            unrestored = restore(target, saved)
+            for name, value in zip(_RESTORED_FIELDS, fields):
+                setattr(self, name, value)
             if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit: undone, then passed on
                 raise
             if unrestored:  # only a registered object that refuses its own state_dict() gets here
@@ -650,132 +523,28 @@ class StageManager:
                 ) from error
             raise CheckpointError(f"could not load the checkpoint (nothing was changed): {error}") from error
 
-    def _check_state(self, state: Any) -> None:
-        """Raise :class:`CheckpointError` unless ``state`` fits this manager; changes nothing."""
-        if not isinstance(state, Mapping) or state.get("format") != FORMAT_VERSION:
-            found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
-            raise CheckpointError(f"not a StageManager checkpoint of format {FORMAT_VERSION} (got format {found!r})")
-        _check_keys("(top level)", state, _STATE_KEYS | (_OPTIONAL_STATE_KEYS & set(state)))
-        stage = state["stage"]
-        if not (_is_int(stage) and stage >= 1):
-            raise CheckpointError(f"checkpoint stage must be an int >= 1; got {_kind(stage)}")
-        _check_markers(state["markers"], stage)
-        _check_plateau(state["plateau"])
-        _check_history(state["history"], stage)
-        _check_rng(state["rng"])
-        self._check_networks(state)
-        _check_bank(state.get("bank"), stage, self.bank, self.latent_shape)
-        _check_keys("registered", state["registered"], self._registered)
-        for name, obj in self._registered.items():
-            if isinstance(obj, torch.optim.Optimizer):
-                _check_optimizer(f"registered[{name!r}]", obj, state["registered"][name])
-
-    def _check_networks(self, state: Mapping[str, Any]) -> None:
+    def _target(self) -> LoadTarget:
         live = {name: unwrap(module) for name, module in self._live().items()}
-        _check_keys("live", state["live"], live)
-        for name, module in live.items():
-            _check_weights(f"live[{name!r}]", state["live"][name], module)
-        if (state["encoder"] is None) != (self.encoder is None):
-            has = "has" if self.encoder is not None else "has no"
-            raise CheckpointError(f"checkpoint encoder is {_kind(state['encoder'])} but this manager {has} encoder")
-        if self.encoder is not None:
-            _check_weights("encoder", state["encoder"], self.encoder)
-        previous, stage = state["previous"], state["stage"]
-        if previous is None:
-            if stage != 1:
-                raise CheckpointError(f"checkpoint is at stage {stage} but holds no previous stage")
-            return
-        _check_keys("previous", previous, ("stage", "weights"))
-        if previous["stage"] != stage - 1 or not _is_int(previous["stage"]):
-            raise CheckpointError(f"checkpoint previous stage is {previous['stage']!r}; expected {stage - 1}")
-        _check_keys("previous['weights']", previous["weights"], live)
-        for name, module in live.items():
-            _check_weights(f"previous['weights'][{name!r}]", previous["weights"][name], module)
+        return LoadTarget(live, self.encoder, dict(self._registered), self.bank, self.latent_shape, self._device())
 
-    def _backup(self) -> dict[str, Any]:
-        """What :meth:`_restore` needs to undo a failed load: copies of every state a load changes."""
-        return {
-            "live": {name: _cpu_copy(unwrap(module).state_dict()) for name, module in self._live().items()},
-            "encoder": None if self.encoder is None else _cpu_copy(self.encoder.state_dict()),
-            "registered": {name: copy.deepcopy(obj.state_dict()) for name, obj in self._registered.items()},
-            "rng": _rng_state(),
-            "fields": tuple(getattr(self, name) for name in _RESTORED_FIELDS),
-            "bank": None if self.bank is None else self.bank.snapshot(),
-        }
-
-    def _restore(self, backup: Mapping[str, Any]) -> list[str]:
-        """Undo a failed load from :meth:`_backup`; returns the registered objects that refused their state."""
-        for name, module in self._live().items():
-            unwrap(module).load_state_dict(backup["live"][name])
-        if self.encoder is not None:
-            self.encoder.load_state_dict(backup["encoder"])
-        unrestored = []
-        for name, obj in self._registered.items():
-            try:
-                obj.load_state_dict(backup["registered"][name])
-            except Exception:
-                unrestored.append(name)
-        for name, value in zip(_RESTORED_FIELDS, backup["fields"]):
-            setattr(self, name, value)
-        if self.bank is not None:
-            self.bank.restore(backup["bank"])
-        _set_rng_state(backup["rng"])
-        return unrestored
-
-    def _apply_state(self, state: Mapping[str, Any], *, restore_rng: bool) -> None:
+    def _apply_state(self, state: Mapping[str, Any], target: LoadTarget, *, restore_rng: bool) -> None:
         """Apply a checked state; the frozen copies are built before anything is changed."""
-        live = self._live()
-        previous = None
-        if state["previous"] is not None:
-            frozen = {name: freeze(module) for name, module in live.items()}
-            for name, module in frozen.items():
-                module.load_state_dict(state["previous"]["weights"][name])
-            previous = FrozenStage(stage=state["previous"]["stage"], **frozen)
-        for name, obj in self._registered.items():
-            try:
-                obj.load_state_dict(state["registered"][name])
-            except Exception as error:
-                raise CheckpointError(f"registered object {name!r} refused its state: {error}") from error
-        for name, module in live.items():
-            unwrap(module).load_state_dict(state["live"][name])
-        if self.encoder is not None:
-            self.encoder.load_state_dict(state["encoder"])
-        self.previous = previous
+        self.previous = load_networks(state, target)
         self.stage = state["stage"]
         self.markers = None if state["markers"] is None else (float(state["markers"][0]), float(state["markers"][1]))
         self.history = copy.deepcopy(list(state["history"]))
         reference, count = state["plateau"]
         self._plateau_reference, self._plateau_count = reference, count
-        self._apply_bank(state.get("bank"))
+        load_bank(self.bank, state.get("bank"))
         if restore_rng:
-            _set_rng_state(state["rng"])
-
-    def _apply_bank(self, found: Mapping[str, Any] | None) -> None:
-        """This rank's bank from a checked checkpoint entry; emptied (refilled at the next draw) when the entry is
-        ``None`` or was written by another number of ranks."""
-        if self.bank is None:
-            return
-        if found is None:
-            self.bank.clear()
-            return
-        ranks = found["ranks"]
-        if len(ranks) != _world():
-            warnings.warn(
-                f"the checkpoint's bank was written by {len(ranks)} rank(s) and this run has {_world()}; the bank is "
-                "emptied and refilled at the next draw",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            self.bank.clear()
-            return
-        self.bank.load(found["stage"], dict(ranks[_rank()]), found["draws"], found["fills"])
+            set_rng_state(state["rng"])
 
     def save(self, directory: str | Path | None = None) -> Path | None:
         """Write the checkpoint atomically to ``directory`` (default: the manager's), on rank 0 only.
 
         A process killed at any instant during the save leaves the previous checkpoint intact and loadable; the
         file layout (a SHA-256 header, then the ``torch.save`` payload) is described in
-        :mod:`rankplug._checkpoint`. Returns the path written (``None`` on other ranks). With a bank under
+        :mod:`rankplug.stages.checkpoint`. Returns the path written (``None`` on other ranks). With a bank under
         ``torch.distributed`` every rank's bank is gathered into the one file (a collective: call ``save`` on every
         rank, as its barrier already requires), and each rank gets its own back at :meth:`load` when the number of
         ranks is the same.
@@ -785,13 +554,13 @@ class StageManager:
         """
         target = self._directory(directory)
         state = self.state_dict()  # every rank builds it: state_dict involves no collectives
-        if self.bank is not None and _world() > 1:
-            ranks = self._gathered_bank()  # collective: each rank's own bank goes into the one file
-            state["bank"] = None if ranks is None else self._bank_state(ranks)
+        if self.bank is not None and world_size() > 1:
+            ranks = gather_bank(self.bank, self._device())  # collective: each rank's own bank goes into the one file
+            state["bank"] = None if ranks is None else bank_entry(self.bank, ranks)
         path = None
-        if _rank() == 0:
+        if rank() == 0:
             path = atomic_save(state, target / CHECKPOINT_NAME)
-        if _world() > 1:
+        if world_size() > 1:
             dist.barrier()
         return path
 
@@ -817,33 +586,4 @@ class StageManager:
         return self.directory
 
 
-def _real_of(batch: Any) -> Tensor:
-    """The image tensor of a batch that may be ``x`` or ``(x, y, ...)`` as data loaders yield."""
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        return batch[0]
-    raise TypeError(f"a batch must be a Tensor or a (Tensor, ...) tuple; got {type(batch).__name__}")
-
-
-def _progress(iterable: Iterable[Any], enabled: bool, description: str) -> Iterable[Any]:
-    if not enabled:
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return iterable
-    return tqdm(iterable, desc=description)
-
-
-__all__ = [
-    "BankDraw",
-    "FrozenStage",
-    "PreviousStageBank",
-    "StageManager",
-    "bank_bytes",
-    "freeze",
-    "marker_statistics",
-    "unwrap",
-    "use_batch_statistics",
-]
+__all__ = ["CHECKPOINT_NAME", "StageManager"]

@@ -1,0 +1,67 @@
+"""GoGAN: MarginGAN at stage 1, then the frozen previous critic sets a second, doubled margin (Eq. 3-5)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from rankplug.losses import GoGANRankLoss
+from rankplug.methods.margin import MarginGAN
+
+
+class GoGAN(MarginGAN):
+    r"""GoGAN (maths §2): stage 1 is :class:`~rankplug.methods.MarginGAN` (Eq. 2); from stage 2 on the **frozen
+    previous** critic ``D_{i-1}`` scores the previous generator's samples and the current critic must rank the
+    data above them by ``2 epsilon`` (Eq. 3-5). The generator loss is WGAN's at every stage.
+
+    .. math::
+        L^{(i \ge 2)}_D = \lambda_1 [D_i(G_i(z)) + \epsilon - D_i(x)]_+
+        + \lambda_2 [D_{i-1}(G_{i-1}(z)) + 2\epsilon - D_i(x)]_+ + \lambda_{gp}\,\text{GP},
+        \qquad L_G = -D_i(G_i(z))
+
+    ``prev_fake`` is ``D_{i-1}(G_{i-1}(z))``, computed without gradient. Hinges for :meth:`hinge_activity`:
+    ``margin`` at stage 1, ``gogan_disc`` (Eq. 3) and ``gogan_rank`` (Eq. 4) after.
+
+    Shape:
+        - real, fake, prev_fake: scores ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``. Output: a scalar loss.
+
+    Example:
+        >>> objective = StageObjective("gogan", margin=1.0, rank_weight=0.5)
+        >>> objective.judge(2)                          # the frozen D_{i-1} scores G_{i-1}(z)
+        'previous'
+        >>> real, fake = torch.tensor([2.0, 0.0], requires_grad=True), torch.tensor([0.0, 0.5], requires_grad=True)
+        >>> prev = torch.tensor([-2.0, 0.0])            # D_{i-1}(G_{i-1}(z)), no gradient
+        >>> loss = objective.critic_loss(real, fake, prev, stage=2)   # mean of [0, 1.5] + 0.5 * [0, 2]
+        >>> loss
+        tensor(1.2500, grad_fn=<MeanBackward0>)
+        >>> loss.backward()
+    """
+
+    variant = "gogan"
+    staged = True
+    ranking_judge = "previous"
+    accepts_class_head = False
+    setting_names = ("margin", "disc_weight", "rank_weight", "gp_weight")
+
+    def _build(self) -> None:
+        super()._build()
+        s = self.settings
+        self.gogan_loss = GoGANRankLoss(margin=s.margin, disc_weight=s.disc_weight, rank_weight=s.rank_weight)
+
+    def _critic_loss(
+        self, real: Tensor, fake: Tensor, prev_fake: Tensor | None, *, stage: int, **inputs: Tensor | None
+    ) -> Tensor:
+        if prev_fake is None:  # stage 1 (critic_loss checked prev_fake against the judge)
+            return super()._critic_loss(real, fake, prev_fake, stage=stage, **inputs)
+        return self.gogan_loss(real, fake, prev_fake)  # GoGAN Eq. 3-5
+
+    def _hinge_terms(
+        self, real: Tensor, fake: Tensor, prev_fake: Tensor | None, *, stage: int, **inputs: Tensor | None
+    ) -> dict[str, Tensor]:
+        if self.judge(stage) is None:
+            return super()._hinge_terms(real, fake, prev_fake, stage=stage, **inputs)
+        r, f, p = self._scores_of(real, fake, prev_fake)
+        eps = self.gogan_loss.margin
+        return {"gogan_disc": f + eps - r, "gogan_rank": p + 2 * eps - r}
+
+
+__all__ = ["GoGAN"]
