@@ -2,7 +2,7 @@
 
 The real ``pt_inception-2015-12-05-6726825d.pth`` cannot be downloaded on the development machines. torchvision's
 ``Inception3`` with 1008 classes and no auxiliary head has exactly its parameter names and shapes (the FID blocks
-of pytorch-fid, pytorch-gan-metrics and torch-fidelity change the pooling, not the parameters), so its state dict
+of pytorch-fid and torch-fidelity change the pooling, not the parameters), so its state dict
 loads strictly into torch-fidelity's ``FeatureExtractorInceptionV3``. Numbers computed with it are not
 comparable with any paper's: the network was never trained.
 """

@@ -7,7 +7,7 @@
 - ``rankplug train``: one run of any method on the digits, an image folder or a CIFAR-10 copy on disk.
 - ``rankplug eval RUN_DIR``: the metrics of every stage checkpoint of a run; ``--metrics fid,is,kid,prc --n 50000
   --reference PATH`` adds the paper metrics through torch-fidelity (``docs/evaluation.md``).
-- ``rankplug complete RUN_DIR``: the image-completion evaluation (MATH §7) of a run's stages, with a picture.
+- ``rankplug complete RUN_DIR``: the image-completion evaluation (maths §7) of a run's stages, with a picture.
 - ``rankplug sample RUN_DIR --n N --out PATH``: samples of a stage, as ``.npz`` or PNG files.
 
 Every long step shows a progress bar (``--no-progress`` turns them off); the demo's optional dependencies
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import logging
 import math
 import os
 import sys
@@ -127,8 +128,8 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
         "--inception-weights",
         default=None,
         metavar="PATH",
-        help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth): for --metrics, or alone for "
-        "pytorch-gan-metrics' Inception FID / IS of --fid-samples samples",
+        help="FID Inception weights (weights-inception-2015-12-05-6726825d.pth) for --metrics; alone, it asks for "
+        "FID and IS of --fid-samples samples (--metrics fid,is --n FID_SAMPLES)",
     )
     parser.add_argument(
         "--metrics",
@@ -173,6 +174,9 @@ _SETTING_HELP = {
     "critic_norm": "critic normalisation (batch: DCGAN/MBGAN's BatchNorm critic, no gradient penalty)",
     "margin": "eps of the margin losses",
     "clamp_weight": "lambda_clamp of RankGAN Eq. 6",
+    "clamp_on": "RankGAN's clamp on each sample (as printed) or on the batch means",
+    "control": "the same-steps control of a staged method: every stage trains with stage 1's losses",
+    "weight_clip": "clip the critic's weights to [-c, c] after each step (WGAN's, GoGAN's; 0: off)",
     "gp_weight": "lambda_gp of the gradient penalty (Eq. 5)",
     "disc_weight": "GoGAN's lambda_1",
     "rank_weight": "GoGAN's lambda_2",
@@ -199,11 +203,20 @@ _SETTING_HELP = {
 
 def _add_train_settings(parser: argparse.ArgumentParser) -> None:
     """A flag per TrainConfig field, defaulting to None so that only flags given override the preset / file."""
-    from rankplug.objectives import VARIANTS
-    from rankplug.app.training.config import CLASS_HEADS, CRITIC_NORMS, DATA_KINDS, LATENTS, OPTIMIZERS, SIZES, TrainConfig
+    from rankplug.app.training.config import (
+        CLASS_HEADS,
+        CRITIC_NORMS,
+        DATA_KINDS,
+        LATENTS,
+        OPTIMIZERS,
+        SIZES,
+        TrainConfig,
+    )
+    from rankplug.functional.ranking import CLAMP_ON
+    from rankplug.methods import METHODS
 
     choices: dict[str, tuple[Any, ...]] = {
-        "method": VARIANTS,
+        "method": tuple(METHODS),
         "data": DATA_KINDS,
         "size": SIZES,
         "optimizer": OPTIMIZERS,
@@ -211,6 +224,7 @@ def _add_train_settings(parser: argparse.ArgumentParser) -> None:
         "critic_norm": CRITIC_NORMS,
         "class_head": CLASS_HEADS,
         "margin_norm": ("mean", "sum"),
+        "clamp_on": CLAMP_ON,
     }
     defaults = TrainConfig()
     for field in dataclasses.fields(TrainConfig):
@@ -223,7 +237,7 @@ def _add_train_settings(parser: argparse.ArgumentParser) -> None:
         kind: Any = _finite_float if isinstance(default, float) else _positive_int if isinstance(default, int) else str
         if name in ("seed", "workers", "bank_size", "bank_refresh"):  # may be 0
             kind = int
-        elif name == "plateau_patience":  # None by default
+        elif name in ("plateau_patience", "log_every"):  # None by default
             kind = _positive_int
         parser.add_argument(flag, type=kind, default=None, choices=choices.get(name), help=text)
 
@@ -260,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--preset", choices=tuple(PRESETS), default=None, help="a paper's settings; flags override them")
     tr.add_argument("--config", default=None, metavar="FILE", help="settings from a TOML file (flags override them)")
+    tr.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="torch threads on the CPU (1: small models do not stall when the machine is shared; raise it on a "
+        "machine of your own)",
+    )
     _add_train_settings(tr)
     _add_common(tr)
 
@@ -315,7 +336,11 @@ def train_config(args: argparse.Namespace) -> Any:
         from_file.pop("preset", None)
         settings.update(from_file)
     settings.update({name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None})
-    return TrainConfig.from_preset(preset, **settings)
+    try:
+        return TrainConfig.from_preset(preset, **settings)
+    except TypeError as error:  # a wrongly typed value (a TOML float for an int, a list, ...): the user's mistake
+        where = f"--config {args.config}: " if args.config is not None else ""
+        raise ValueError(f"{where}{error}") from error
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -324,6 +349,10 @@ def _train(args: argparse.Namespace) -> int:
     config = train_config(args)
     check_directory_argument(args.dir, "--dir")
     check_device(config.device)
+    if config.device == "cpu":
+        import torch
+
+        torch.set_num_threads(args.threads)
     result = train_run(args.dir, config, progress=args.progress)
     if int(os.environ.get("RANK", "0")) == 0:
         last = result["stages"][-1]
@@ -357,16 +386,22 @@ def check_device(device: str) -> None:
 
 def _check_paper_metric_options(args: argparse.Namespace) -> None:
     """``--metrics`` and its flags, before anything is computed: each mistake is one line naming its flag."""
-    from rankplug.app.eval.fidelity import fidelity_weights, minimum_samples
-    from rankplug.app.eval.inception import InceptionWeightsNotFound
+    from rankplug.app.eval.fidelity import InceptionWeightsNotFound, fidelity_weights, minimum_samples
 
     given = [flag for flag, value in (("--reference", args.reference), ("--device", args.device)) if value]
     if args.metrics is None:
         if given:
             raise ValueError(f"{given[0]} applies to --metrics, which was not given (e.g. --metrics fid,is,kid,prc)")
-        return
-    least = minimum_samples(args.metrics)
-    if args.n < least:
+        if args.inception_weights is None:
+            return
+        least = minimum_samples(("fid", "is"))  # --inception-weights alone: FID and IS of --fid-samples samples
+        if args.fid_samples < least:
+            raise ValueError(
+                f"--fid-samples must be >= {least} for FID and IS (--inception-weights without --metrics); "
+                f"got {args.fid_samples}"
+            )
+    elif args.n < minimum_samples(args.metrics):
+        least = minimum_samples(args.metrics)
         raise ValueError(f"--n must be >= {least} for --metrics {','.join(args.metrics)}; got {args.n}")
     if args.reference is not None and not Path(args.reference).expanduser().exists():
         raise ValueError(f"--reference: no such file or folder: {args.reference!r}")
@@ -390,8 +425,8 @@ def _eval(args: argparse.Namespace) -> int:
     if args.metrics is None:
         _check_inception_weights(args.inception_weights)
     _check_paper_metric_options(args)
-    from rankplug.app.eval.fidelity import ReferenceSetError
     from rankplug.app.eval.commands import evaluate_run
+    from rankplug.app.eval.fidelity import ReferenceSetError
 
     names = ("completion_images", "completion_steps", "fid_samples", "inception_weights", "progress", "force")
     paper = ("metrics", "n", "reference", "device", "batch_size")
@@ -417,7 +452,6 @@ _PAPER_COLUMNS: tuple[tuple[str, str, Callable[[dict[str, Any]], str]], ...] = (
 
 def eval_table(results: Sequence[dict[str, Any]]) -> list[str]:
     """The Markdown table ``rankplug eval`` prints: a column for every metric any stage has."""
-    inception = any(entry.get("inception") for entry in results)
     asked = {
         name
         for entry in results
@@ -426,7 +460,6 @@ def eval_table(results: Sequence[dict[str, Any]]) -> list[str]:
     header = ["stage", "generator steps", "gap Γ (end)", "digits-FID", "completion PSNR (dB)", "SSIM"]
     conditional = any("gan_train" in entry for entry in results)
     header += ["GAN-train", "GAN-test"] if conditional else []
-    header += ["Inception FID", "IS"] if inception else []  # pytorch-gan-metrics' (no --metrics)
     header += [title for name, title, _ in _PAPER_COLUMNS if name in asked]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in results:
@@ -436,9 +469,6 @@ def eval_table(results: Sequence[dict[str, Any]]) -> list[str]:
         cells += ["-" if fid is None else f"{fid:.2f}", f"{sum(psnr) / len(psnr):.2f}", f"{sum(ssim) / len(ssim):.3f}"]
         if conditional:
             cells += [f"{entry.get(name, math.nan):.3f}" for name in ("gan_train", "gan_test")]
-        if inception:
-            scores = entry.get("inception") or {}
-            cells += [f"{scores.get('fid', math.nan):.2f}", f"{scores.get('is_mean', math.nan):.2f}"]
         paper = entry.get("paper_metrics") or {}
         cells += [show(paper) if paper else "-" for name, _, show in _PAPER_COLUMNS if name in asked]
         lines.append("| " + " | ".join(cells) + " |")
@@ -494,6 +524,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"rankplug{f' {args.command}' if args else ''}: {message}", file=sys.stderr)
 
+    # The library speaks through logging ("rankplug.*" loggers); the command shows its INFO messages on stderr.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    library = logging.getLogger("rankplug")
+    level = library.level
+    library.addHandler(handler)
+    library.setLevel(logging.INFO)
     try:
         args = build_parser().parse_args(argv)
         handlers = {"demo": _demo, "train": _train, "eval": _eval, "complete": _complete, "sample": _sample}
@@ -516,6 +553,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say(_interrupted(args))
         return 130
+    finally:
+        library.removeHandler(handler)
+        library.setLevel(level)
 
 
 __all__ = ["build_parser", "eval_table", "main"]

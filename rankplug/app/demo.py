@@ -8,7 +8,7 @@ writes a report (:mod:`rankplug.app.report`). Run again, it resumes from the las
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,13 +17,13 @@ from typing import Any
 import torch
 
 from rankplug.app.report import fmt, gap_summary, machine_info, mean, plot_score_ladder, save_grid
-from rankplug.app.runs import check_directory_argument, read_json, train_run, write_json
+from rankplug.app.runs import check_directory_argument, read_json, stage_files, train_run, write_json
 from rankplug.app.training.config import TrainConfig
 
 DEMO_FILE = "demo.json"
 # The demo's RankGAN: eps = 10 in stage 1. With eps = 1 every hinge of the margin loss goes inactive once the
 # critic separates real from fake by more than 1, after which stage 1 learns only from the gradient penalty and
-# its samples stay noise (docs/demo_timing.md); eps = 10 keeps the hinges active, as the WGAN limit of MATH §1.
+# its samples stay noise (docs/demo_timing.md); eps = 10 keeps the hinges active, as the WGAN limit of maths §1.
 DEMO_MARGIN = 10.0
 # lambda_clamp of the demo: the authors' code's value, also the rankgan preset's (the paper's 1000 collapses,
 # docs/results.md section 1).
@@ -37,12 +37,27 @@ QUICK = {"size": 8, "width": 8, "stages": 3, "steps_per_stage": 4, "log_every": 
 #: the VAE stage 0 and encoder, stages that end when the gap plateaus, here after at most 2,000 steps) at 16x16.
 FULL = {"size": 16, "width": 64, "stages": 3, "steps_per_stage": 2000, "log_every": 20}
 #: What the default demo should take on 2 idle cores; a slower machine is told, never given fewer steps.
+logger = logging.getLogger(__name__)
 PLANNED_SECONDS = 300.0
 Printer = Callable[[str], None]
 
 
 def _echo(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    logger.info(message)
+
+
+#: What the demo imports (module -> package), all in the ``demo`` extra.
+DEMO_PACKAGES = {"sklearn": "scikit-learn", "matplotlib": "matplotlib", "PIL": "pillow", "kornia": "kornia"}
+
+
+def check_demo_packages() -> None:
+    """Raise ``ImportError`` naming every package the demo needs and this Python lacks, before anything is trained
+    or written."""
+    import importlib.util
+
+    missing = [package for module, package in DEMO_PACKAGES.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ImportError(f"the demo needs {', '.join(missing)}: pip install 'rankplug[demo]'")
 
 
 def demo_configs(
@@ -68,7 +83,8 @@ def _check_demo_dir(directory: Path, wanted: dict[str, Any], echo: Printer) -> N
         if differing:
             options = ", ".join(f"{k}={saved.get(k)!r}" for k in differing)
             raise ValueError(f"{directory} holds a demo run with {options}; use another --dir or the same options")
-        echo(f"[demo] found the run in {directory}: resuming from its last checkpoints")
+        if any(stage_files(run) for run in directory.iterdir() if run.is_dir()):
+            echo(f"[demo] found the run in {directory}: resuming from its last checkpoints")
         return
     write_json(demo_file, dict(wanted, machine=machine_info()))
 
@@ -114,6 +130,7 @@ def run_demo(
     started = time.perf_counter()
     directory = check_directory_argument(directory, "--dir")
     configs = demo_configs(seed=seed, quick=quick, full=full, baseline=baseline)  # validates before writing
+    check_demo_packages()
     torch.set_num_threads(threads)
     if full:
         echo(
@@ -159,7 +176,7 @@ def class_histograms(run_dir: Path, samples: int) -> list[list[int]]:
     from rankplug.app.runs import load_stage_models, read_run_config, stage_files
 
     config = read_run_config(run_dir)
-    classifier, _ = digits_eval.reference_classifier(config.size)
+    classifier, _ = digits_eval.reference_classifier(config.size, source=config.data)
     out = []
     for _, path in stage_files(run_dir):
         fakes = generate(load_stage_models(path, config=config), samples, 4321)
@@ -354,6 +371,7 @@ def run_conditional_demo(
 
     started = time.perf_counter()
     out = check_directory_argument(directory, "--dir") / "conditional"
+    check_demo_packages()
     torch.set_num_threads(threads)
     options: dict[str, Any] = (
         {"batch_size": 16, "n_critic": 1, "log_every": 1, "steps_per_stage": 3}

@@ -3,7 +3,7 @@
 A run directory (``rankplug train --dir``, the demo's ``rankgan/`` and ``baseline/``) is read back by
 ``rankplug eval`` and ``complete``, perhaps on another machine and from a copy someone sent. So nothing read
 from it may run code or build something unbounded: JSON files are parsed and checked by :func:`read_json`,
-checkpoints go through :func:`rankplug._checkpoint.safe_load` (``weights_only=True`` and a checksum), settings
+checkpoints go through :func:`rankplug.stages.checkpoint.safe_load` (``weights_only=True`` and a checksum), settings
 are validated before any network is built, and CIFAR-10 batches named by ``run.json`` are read with an
 unpickler that only admits arrays (:func:`rankplug.app.data.read_cifar_batch`).
 
@@ -18,15 +18,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rankplug.errors import RunDirectoryError, RunLockedError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+logger = logging.getLogger(__name__)
 
 Result = TypeVar("Result")
 
@@ -179,9 +184,9 @@ def read_run_config(run_dir: str | os.PathLike[str]) -> Any:
 
 
 def stage_files(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
-    """``(stage, path)`` of every ``models-stage<i>.pt`` in the directory, in stage order."""
+    """``(stage, path)`` of every ``models-stage<i>.safetensors`` in the directory, in stage order."""
     found = []
-    for path in Path(run_dir).glob("models-stage*.pt"):
+    for path in Path(run_dir).glob("models-stage*.safetensors"):
         stem = path.stem.rsplit("stage", 1)[-1]
         if stem.isdigit():
             found.append((int(stem), path))
@@ -189,7 +194,7 @@ def stage_files(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
 
 
 class StageModels:
-    """The networks of one ``models-stage<i>.pt``, in eval mode, and what the file says about them.
+    """The networks of one ``models-stage<i>.safetensors``, in eval mode, and what the file says about them.
 
     ``generator`` is the EMA copy when the run kept one (the one to sample and evaluate), ``raw_generator`` the
     trained one; ``encoder`` is ``None`` without RankGAN's encoder.
@@ -204,31 +209,28 @@ class StageModels:
 
 
 def load_stage_models(path: str | os.PathLike[str], *, config: Any = None, device: str = "cpu") -> StageModels:
-    """Load ``models-stage<i>.pt`` safely (checksum, ``weights_only``); its config is validated before any network is
+    """Load ``models-stage<i>.safetensors`` (its SHA-256 checked); its settings are validated before any network is
     built, and must equal ``config`` (the run's ``run.json``) when given."""
-    from rankplug._checkpoint import safe_load
-    from rankplug.errors import CheckpointError
     from rankplug.app.training.config import TrainConfig
-    from rankplug.app.training.loop import MODELS_FORMAT
+    from rankplug.app.weights import read_stage_weights
+    from rankplug.errors import CheckpointError
 
-    payload = safe_load(Path(path), map_location=device)
-    if not isinstance(payload, dict) or payload.get("format") != MODELS_FORMAT:
-        raise CheckpointError(f"{path} is not a rankplug stage checkpoint ({MODELS_FORMAT})")
+    facts, states = read_stage_weights(path, device=device)
     try:
-        saved = TrainConfig.from_dict(payload["config"])
-        channels, classes = int(payload["channels"]), int(payload["num_classes"])
+        saved = TrainConfig.from_dict(facts["config"])
+        channels, classes = int(facts["channels"]), int(facts["num_classes"])
         if channels not in (1, 3) or not 1 <= classes <= 100_000:
             raise ValueError(f"channels {channels} / num_classes {classes} out of range")
         G, D, E = _build(saved, channels, classes)
-        G.load_state_dict(payload["generator"])
-        D.load_state_dict(payload["discriminator"])
+        G.load_state_dict(states["generator"])
+        D.load_state_dict(states["discriminator"])
         if E is not None:
-            E.load_state_dict(payload["encoder"])
+            E.load_state_dict(states["encoder"])
         ema = None
-        if payload.get("ema_generator") is not None:
+        if "ema_generator" in states:
             ema = _build(saved, channels, classes)[0]
-            ema.load_state_dict(payload["ema_generator"])
-        stage, steps = int(payload["stage"]), int(payload["generator_steps"])
+            ema.load_state_dict(states["ema_generator"])
+        stage, steps = int(facts["stage"]), int(facts["generator_steps"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path} is not a valid rankplug stage checkpoint: {error}") from error
     differ = "" if config is None else config.differences(saved, here=f"in {RUN_FILE}")
@@ -238,6 +240,39 @@ def load_stage_models(path: str | os.PathLike[str], *, config: Any = None, devic
         if module is not None:
             module.eval().requires_grad_(False)
     return StageModels(saved, stage, steps, ema if ema is not None else G, G, D, E)
+
+
+def load_generator(run_dir: str | os.PathLike[str], stage: int | None = None, *, device: str = "cpu") -> nn.Module:
+    """The generator of a ``rankplug train`` run, in eval mode, ready to sample.
+
+    The EMA generator when the run kept one, else the trained one, of ``stage`` (the last stage written when
+    ``None``). The returned module has a ``latent_shape`` attribute (the shape of one latent code) and
+    ``num_classes`` (0 for an unconditional run); call it as ``G(z)``, or ``G(z, labels)`` when conditional.
+
+    Args:
+        run_dir: the run directory (``rankplug train --dir``).
+        stage: which stage, from 1; ``None`` for the last one written.
+        device: where the weights are put.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` holds no stage file (or not that ``stage``).
+        CheckpointError: the file is damaged or not a rankplug stage file.
+
+    Example:
+        >>> import rankplug
+        >>> G = rankplug.load_generator("runs/digits")                          # doctest: +SKIP
+        >>> images = G(torch.randn(16, *G.latent_shape))                        # doctest: +SKIP
+    """
+    from rankplug.app.weights import WEIGHTS_NAME
+
+    files = dict(stage_files(run_dir))
+    if not files:
+        raise FileNotFoundError(f"{run_dir} holds no stage weights ({WEIGHTS_NAME.format(stage='<i>')})")
+    chosen = max(files) if stage is None else stage
+    if chosen not in files:
+        raise FileNotFoundError(f"{run_dir} has no stage {stage}; it has stage(s) {', '.join(map(str, sorted(files)))}")
+    generator: nn.Module = load_stage_models(files[chosen], device=device).generator
+    return generator
 
 
 def _build(config: Any, channels: int, classes: int) -> tuple[Any, Any, Any]:
@@ -256,7 +291,7 @@ def write_run_file(run_dir: Path, config: Any) -> None:
 
 def write_json(path: Path, payload: Any) -> None:
     """Write JSON atomically (an exclusive temporary file renamed over the old one)."""
-    from rankplug._checkpoint import atomic_write
+    from rankplug.stages.checkpoint import atomic_write
 
     atomic_write(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
@@ -293,6 +328,25 @@ def train_run(
         raise
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds anything to resume: a stage's weights or the stage manager's checkpoint."""
+    from rankplug.stages import CHECKPOINT_NAME
+
+    return bool(stage_files(run_dir)) or (run_dir / CHECKPOINT_NAME).exists()
+
+
+def check_tensorboard_folder(run_dir: Path, config: Any) -> None:
+    """Refuse ``tensorboard`` when ``run_dir/tensorboard`` cannot take event files, before anything is written."""
+    if not config.tensorboard:
+        return
+    folder = run_dir / "tensorboard"
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"tensorboard: {folder} exists and is not a folder; remove it or train without --tensorboard")
+    target = folder if folder.is_dir() else run_dir
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise ValueError(f"tensorboard: {target} is not writable; fix its permissions or train without --tensorboard")
+
+
 def _remove_empty_run(run_dir: Path) -> None:
     """Remove what a failed first call wrote (``run.json``, the lock, empty TensorBoard files) and the directory."""
     import shutil
@@ -317,11 +371,23 @@ def _train_locked(
     from rankplug.app.training.loop import train
 
     with lock_run(run_dir, command=f"train {config.method}") if main else contextlib.nullcontext(run_dir):
-        if (run_dir / RUN_FILE).is_file():
-            differ = config.differences(read_run_config(run_dir))
+        existing = read_run_config(run_dir) if (run_dir / RUN_FILE).is_file() else None
+        if existing is None and has_checkpoint(run_dir):
+            raise RunDirectoryError(
+                f"{run_dir} holds checkpoints but no {RUN_FILE}: they were not written by `rankplug train` here; "
+                "pick another directory"
+            )
+        if existing is not None and has_checkpoint(run_dir):
+            differ = config.differences(existing)
             if differ:
                 raise ValueError(f"{run_dir} holds a run with other settings ({differ}); pick another directory")
-        if main:
+            if config.stages < existing.stages:
+                raise ValueError(
+                    f"{run_dir} holds a run of {existing.stages} stages; stages must be at least {existing.stages} "
+                    "(more stages continue it)"
+                )
+        check_tensorboard_folder(run_dir, config)
+        if main and existing != config:  # run.json changes only when nothing is refused (a run may grow)
             write_run_file(run_dir, config)
         bar = _progress_bar(config, run_dir, progress and main, say)
         hooks = [hook for hook in (bar, callback) if hook is not None]
@@ -343,7 +409,7 @@ def _train_locked(
 
 
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    logger.info(message)
 
 
 class _Bar:
@@ -367,9 +433,9 @@ def _progress_bar(config: Any, run_dir: Path, enabled: bool, say: Callable[[str]
     total = config.stages * config.steps_per_stage
     done = 0
     if files:
-        from rankplug._checkpoint import safe_load
+        from rankplug.app.weights import read_stage_weights
 
-        done = int(safe_load(files[-1][1]).get("generator_steps", 0))
+        done = int(read_stage_weights(files[-1][1])[0].get("generator_steps", 0))
         status = "finished" if done >= total else "interrupted"
         say(
             f"[{config.method}] resuming the {status} run in {run_dir} from its last checkpoint ({done} of {total} steps)"
@@ -386,6 +452,7 @@ __all__ = [
     "StageModels",
     "check_directory_argument",
     "holds_run_lock",
+    "load_generator",
     "load_stage_models",
     "lock_run",
     "read_json",

@@ -42,7 +42,7 @@ def test_demo_writes_everything_the_issue_lists(demo_dir: Path) -> None:
     for run in ("rankgan", "baseline"):
         for stage in (1, 2, 3):
             assert _is_png(demo_dir / run / f"samples-stage{stage}.png")
-            assert (demo_dir / run / f"models-stage{stage}.pt").is_file()  # a checkpoint per stage
+            assert (demo_dir / run / f"models-stage{stage}.safetensors").is_file()  # a checkpoint per stage
     assert _is_png(demo_dir / "score_ladder.png")
     metrics = json.loads((demo_dir / "metrics.json").read_text())
     assert set(metrics["runs"]) == {"rankgan", "baseline"}
@@ -63,11 +63,11 @@ def test_demo_writes_everything_the_issue_lists(demo_dir: Path) -> None:
 
 
 def test_demo_resumes_and_says_so(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before = (demo_dir / "rankgan" / "models-stage3.pt").read_bytes()
+    before = (demo_dir / "rankgan" / "models-stage3.safetensors").read_bytes()
     assert main(["demo", "--dir", str(demo_dir), "--quick", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "resuming" in err and "last checkpoint" in err
-    assert (demo_dir / "rankgan" / "models-stage3.pt").read_bytes() == before  # nothing retrained
+    assert (demo_dir / "rankgan" / "models-stage3.safetensors").read_bytes() == before  # nothing retrained
 
 
 def test_demo_refuses_other_settings_in_the_same_directory(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -313,6 +313,63 @@ def test_eval_paper_metric_mistakes_are_one_line_naming_the_flag(
         assert "holds statistics (mu, sigma) only; kid and prc need the real images" in err
 
 
+def _hostile_reference(kind: str, tmp_path: Path) -> Path:
+    import numpy as np
+
+    from tests.app.eval.test_fidelity import _png_header
+
+    if kind == "negative sigma":  # the probe: mu = 0, sigma = -1e6 I gave FID 0.00 with exit 0
+        path = tmp_path / "stats.npz"
+        np.savez(path, mu=np.zeros(2048), sigma=-1e6 * np.eye(2048, dtype=np.float32))
+    elif kind == "truncated":
+        path = tmp_path / "cut.npz"
+        np.savez(path, mu=np.zeros(2048), sigma=np.eye(2048, dtype=np.float32))
+        path.write_bytes(path.read_bytes()[:100_000])
+    elif kind == "NaN images":
+        path = tmp_path / "nan.npz"
+        np.savez(path, images=np.full((4, 3, 8, 8), np.nan, dtype=np.float32))
+    else:  # a 20000 x 20000 PNG among small ones
+        path = _reference_folder(tmp_path / "real")
+        _png_header(path / "huge.png", 20000, 20000)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["negative sigma", "truncated", "NaN images", "huge image"])
+def test_eval_refuses_a_hostile_reference_in_one_line_naming_the_file(
+    quick_run: Path, weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    reference = _hostile_reference(kind, tmp_path)
+    argv = ["eval", str(quick_run), *QUICK_EVAL, "--force", "--metrics", "fid", "--n", "4"]
+    argv += ["--reference", str(reference), "--inception-weights", str(weights)]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rankplug eval: error: --reference: "), lines
+    assert str(reference) in lines[0]
+
+
+def test_inception_weights_alone_asks_for_fid_and_is_of_fid_samples(
+    quick_run: Path, weights: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rankplug.app.eval import commands
+
+    asked = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(config, metrics, n, reference, *args):
+        asked.update(metrics=metrics, n=n, reference=reference)
+        raise Stop
+
+    monkeypatch.setattr(commands, "_PaperMetrics", capture)
+    with pytest.raises(Stop):
+        main(["eval", str(quick_run), *QUICK_EVAL, "--force", "--inception-weights", str(weights)])
+    assert asked == {"metrics": ("fid", "is"), "n": 40, "reference": None}
+    too_few = ["eval", str(quick_run), *QUICK_EVAL[:4], "--fid-samples", "5", "--inception-weights", str(weights)]
+    assert main(too_few) == 2
+    assert "--fid-samples must be >= 10 for FID and IS" in capsys.readouterr().err
+
+
 def test_eval_table_has_a_column_for_every_metric_computed() -> None:
     from rankplug.app.cli import eval_table
 
@@ -325,13 +382,9 @@ def test_eval_table_has_a_column_for_every_metric_computed() -> None:
         "digits_fid": 7.0,
         "gan_train": 0.9,
         "gan_test": 0.8,
-        "inception": {"fid": 40.0, "is_mean": 2.0},
         "eval_settings": {"paper_metrics": {"metrics": ["fid", "is", "kid"]}},
         "paper_metrics": paper,
     }
     header, _, row = eval_table([entry])
-    assert header.endswith("| SSIM | GAN-train | GAN-test | Inception FID | IS | FID | IS | KID |")
-    assert (
-        row
-        == "| 1 | 4 | 0.500 | 7.00 | 20.00 | 0.500 | 0.900 | 0.800 | 40.00 | 2.00 | 12.35 | 3.00 ± 0.25 | 0.0123 ± 0.0020 |"
-    )
+    assert header.endswith("| SSIM | GAN-train | GAN-test | FID | IS | KID |")
+    assert row == "| 1 | 4 | 0.500 | 7.00 | 20.00 | 0.500 | 0.900 | 0.800 | 12.35 | 3.00 ± 0.25 | 0.0123 ± 0.0020 |"

@@ -304,7 +304,7 @@ def test_held_out_split_of_cifar10_and_the_digits(tmp_path):
 def test_open_dataset_errors(tmp_path):
     _save(tmp_path / "one" / "a.png", Image.new("RGB", (8, 8)))
     cases = [
-        (lambda: open_dataset("mnist", None, 16, split="train"), "kind must be one of"),
+        (lambda: open_dataset("svhn", None, 16, split="train"), "kind must be one of"),
         (lambda: open_dataset("digits", None, 16, split="test"), r"split must be one of \('train', 'held_out'\)"),
         (
             lambda: open_dataset("digits", str(tmp_path), 16, split="train"),

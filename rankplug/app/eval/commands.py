@@ -1,17 +1,19 @@
 """Evaluation of a run directory: metrics per stage, image completion, and samples (``rankplug eval``,
 ``complete`` and ``sample``).
 
-Per stage (MATH §7): digits-FID of samples against the held-out digits (digits runs), GAN-train / GAN-test for
+Per stage (maths §7): digits-FID of samples against the held-out digits (digits runs), GAN-train / GAN-test for
 a conditional digits run, image completion PSNR / SSIM (GoGAN Table 2) on held-out images for the five
 centred-square occlusions, and, when asked for, the paper metrics (FID, IS, KID, precision/recall through
-torch-fidelity, :mod:`rankplug.app.eval.fidelity`) of ``n`` samples against a reference set, or the older
-pytorch-gan-metrics FID / IS. The held-out images are the split :func:`rankplug.app.data.open_dataset` keeps for
-evaluation; the run never trained on them.
+torch-fidelity, :mod:`rankplug.app.eval.fidelity`) of ``n`` samples against a reference set. The held-out
+images are the split :func:`rankplug.app.data.open_dataset` keeps for evaluation; the run never trained on them.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -21,7 +23,7 @@ import torch
 from torch import Tensor
 
 from rankplug._validation import check_positive_int
-from rankplug.errors import RunDirectoryError
+from rankplug.app.data import BUNDLED
 from rankplug.app.runs import (
     StageModels,
     holds_run_lock,
@@ -31,14 +33,16 @@ from rankplug.app.runs import (
     stage_files,
     write_json,
 )
+from rankplug.errors import RunDirectoryError
+from rankplug.methods import METHODS
+
+logger = logging.getLogger(__name__)
 
 Printer = Callable[[str], None]
 
 
 def _echo(message: str) -> None:
-    import sys
-
-    print(message, file=sys.stderr, flush=True)
+    logger.info(message)
 
 
 def held_out_images(config: Any, count: int) -> Tensor:
@@ -114,7 +118,7 @@ def digits_metrics(models: StageModels, held_out: Tensor, fid_samples: int, seed
     """digits-FID, and GAN-train / GAN-test for a conditional generator (label-geometry paper Sec. 4.4)."""
     from rankplug.app.eval import digits as digits_eval
 
-    classifier, split = digits_eval.reference_classifier(models.config.size)
+    classifier, split = digits_eval.reference_classifier(models.config.size, source=models.config.data)
     out = {"digits_fid": digits_eval.digits_fid(classifier, held_out, generate(models, fid_samples, seed + 1))}
     if models.num_classes:
         labels = torch.arange(fid_samples) % models.num_classes
@@ -149,7 +153,7 @@ def evaluate_run(
 
     Per stage: the gap at the end of the stage (mean of its last 5 records), digits-FID (digits runs),
     GAN-train / GAN-test (conditional digits runs), the completion table (:func:`rankplug.app.eval.completion_table`,
-    MATH §7) on the first ``completion_images`` held-out images from the same ``z`` for every stage (the
+    maths §7) on the first ``completion_images`` held-out images from the same ``z`` for every stage (the
     encoder's ``mu`` with an encoder), and the paper metrics when asked for. The perceptual term's
     weight is GoGAN's 0.1 by default, and 0 for ``mbgan`` (its critic gives an embedding, not a score). A
     stage whose saved result matches its checkpoint and these settings is read back unless ``force``.
@@ -159,9 +163,8 @@ def evaluate_run(
     available) and scored through torch-fidelity against ``reference`` (a folder, ``.npz`` or statistics file, see
     :func:`rankplug.app.eval.load_reference`; by default the run's training images), with the weights file
     ``inception_weights`` (or the one :func:`rankplug.app.eval.fidelity_weights` finds). The reference's features are
-    computed once and cached by content hash in ``cache_dir``. Without ``metrics``, ``inception_weights`` gives
-    pytorch-gan-metrics' Inception FID / IS of ``fid_samples`` samples against the held-out images
-    (``entry["inception"]``), as before.
+    computed once and cached by content hash in ``cache_dir``. ``inception_weights`` without ``metrics`` asks for
+    FID and IS of ``fid_samples`` samples (``metrics=("fid", "is"), n=fid_samples``), the same way.
 
     Returns:
         One dict per stage, in stage order.
@@ -170,20 +173,21 @@ def evaluate_run(
 
     run_dir = Path(run_dir)
     config, files = _open(run_dir)
+    if metrics is None and inception_weights is not None:  # a weights file alone: FID and IS of fid_samples
+        metrics, n = ("fid", "is"), fid_samples
     settings = {
         "completion_images": check_positive_int(completion_images, "completion_images"),
         "completion_steps": check_positive_int(completion_steps, "completion_steps"),
         "coverages": [float(c) for c in (COVERAGES if coverages is None else coverages)],
         "fid_samples": check_positive_int(fid_samples, "fid_samples"),
         "grid_seed": grid_seed,
-        "inception": inception_weights is not None and metrics is None,
         "perceptual_weight": perceptual_weight,
     }
     paper = None
     if metrics is not None:
         paper = _PaperMetrics(config, metrics, n, reference, inception_weights, device, batch_size, cache_dir, progress)
         settings["paper_metrics"] = paper.settings
-    held_out = held_out_images(config, max(completion_images, fid_samples if config.data == "digits" else 0))
+    held_out = held_out_images(config, max(completion_images, fid_samples if config.data in BUNDLED else 0))
     gaps = _stage_gaps(run_dir)
     results = []
     for stage, path in files:
@@ -193,8 +197,7 @@ def evaluate_run(
         if cached.get("generator_steps") == models.generator_steps and cached.get("eval_settings") == settings:
             results.append(cached)
             continue
-        weights = inception_weights if settings["inception"] else None
-        entry = _evaluate_stage(run_dir, models, held_out, gaps.get(stage) or [], settings, weights)
+        entry = _evaluate_stage(run_dir, models, held_out, gaps.get(stage) or [], settings)
         if paper is not None:
             entry["paper_metrics"] = paper.score(models, grid_seed + 4)
         write_json(out_path, entry)
@@ -302,7 +305,6 @@ def _evaluate_stage(
     held_out: Tensor,
     gaps: list[float],
     settings: dict[str, Any],
-    inception_weights: str | None,
 ) -> dict[str, Any]:
     from rankplug.app.report import save_grid
 
@@ -317,16 +319,15 @@ def _evaluate_stage(
         "eval_settings": settings,
         "gap_end": float(sum(gaps[-5:]) / len(gaps[-5:])) if gaps else None,
     }
-    if models.config.data == "digits":
+    if models.config.data in BUNDLED:
         entry.update(digits_metrics(models, held_out, settings["fid_samples"], seed))
     entry["completion"] = _completion(models, held_out[: settings["completion_images"]], settings)
-    entry["inception"] = _inception(models, held_out, settings["fid_samples"], seed, inception_weights)
     entry["eval_seconds"] = time.perf_counter() - started
     return entry
 
 
 def _perceptual_weight(models: StageModels, weight: float | None) -> float:
-    if models.config.method == "mbgan":  # an embedding, not a score: no perceptual term
+    if METHODS[models.config.method].embeds:  # an embedding, not a score: no perceptual term
         return 0.0
     return 0.1 if weight is None else weight
 
@@ -353,18 +354,6 @@ def _completion(models: StageModels, targets: Tensor, settings: dict[str, Any]) 
     return {k: rows[0][k] for k in ("coverages", "psnr", "ssim", "hole_psnr")}
 
 
-def _inception(
-    models: StageModels, real: Tensor, count: int, seed: int, weights: str | None
-) -> dict[str, float] | None:
-    """Inception FID / IS when asked for. Asked for and impossible (no weights file, no pytorch-gan-metrics) is
-    an error, not a silent skip: the caller asked for a number it would not get."""
-    if weights is None:
-        return None
-    from rankplug.app.eval import inception_metrics
-
-    return dict(inception_metrics(real, generate(models, count, seed + 2), weights=weights))
-
-
 @holds_run_lock("complete")
 def complete_run(
     run_dir: str | Path,
@@ -376,7 +365,7 @@ def complete_run(
     seed: int = 0,
     progress: bool = True,
 ) -> str:
-    """Image completion (GoGAN Eq. 30-33, RankGAN Eq. 8-11; MATH §7) of every stage of a run, side by side.
+    """Image completion (GoGAN Eq. 30-33, RankGAN Eq. 8-11; maths §7) of every stage of a run, side by side.
 
     Every stage completes the same ``images`` held-out images from the same starting ``z`` (or its encoder's
     ``mu``). Writes ``completion.json`` (the :func:`rankplug.app.eval.completion_table` rows), ``completion.md`` and
@@ -393,7 +382,7 @@ def complete_run(
         raise ValueError(f"{run_dir} is a conditional run: completion needs a label per image, which it has not")
     targets = held_out_images(config, images)
     models = {f"stage {stage}": load_stage_models(path, config=config) for stage, path in files}
-    weight = 0.0 if config.method == "mbgan" else perceptual_weight
+    weight = 0.0 if METHODS[config.method].embeds else perceptual_weight  # an embedding has no perceptual term
     inits = {}
     for name, m in models.items():
         if m.encoder is not None:
@@ -431,9 +420,16 @@ def sample_run(run_dir: str | Path, *, n: int, out: str | Path, stage: int | Non
     """``rankplug sample``: ``n`` samples of a stage (the last by default) to ``out``.
 
     ``out`` ending in ``.npz`` gets one array ``images``, float32 ``(n, C, H, W)`` in ``[-1, 1]``; any other
-    ``out`` is a folder that gets ``000000.png``, ``000001.png``, ... (8-bit, what FID tools read). A
-    conditional generator gets the classes in turn. Returns ``out``.
+    ``out`` is a new (or empty) folder that gets ``000000.png``, ``000001.png``, ... (8-bit, what FID tools read).
+    A conditional generator gets the classes in turn. Returns ``out``.
+
+    Nothing is written in place: the file or folder is written under a temporary name beside ``out`` and renamed
+    into place when complete, so a killed call leaves the earlier ``out`` as it was (and at worst a hidden
+    ``.<name>.tmp-*`` beside it). ``out`` is refused when it is a symbolic link, a non-empty folder, or when ``n``
+    images would not fit in memory.
     """
+    import tempfile
+
     import numpy as np
 
     n = check_positive_int(n, "n")
@@ -444,22 +440,55 @@ def sample_run(run_dir: str | Path, *, n: int, out: str | Path, stage: int | Non
         stage = files[-1][0]
     if stage not in chosen:
         raise ValueError(f"--stage {stage}: {run_dir} has stages {', '.join(str(s) for s, _ in files)}")
-    images = generate(load_stage_models(chosen[stage], config=config), n, seed)
     target = Path(out)
+    _check_sample_target(target)
+    models = load_stage_models(chosen[stage], config=config)
+    channels = models.generator.channels
+    needed = 2 * n * channels * config.size * config.size * 4  # the float32 images and their copy on the way out
+    if needed > _memory_bytes() // 2:
+        largest = _memory_bytes() // 2 // (2 * channels * config.size * config.size * 4)
+        raise ValueError(f"--n {n}: {needed / 2**30:.1f} GiB of images does not fit here; at most {largest:,} at once")
+    images = generate(models, n, seed)
     if target.suffix == ".npz":
-        target.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(target, images=images.numpy().astype(np.float32))
+        from rankplug.stages.checkpoint import atomic_write
+
+        buffer = io.BytesIO()
+        np.savez(buffer, images=images.numpy().astype(np.float32))
+        atomic_write(target, buffer.getbuffer())
         return target
     from PIL import Image
 
-    target.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     pixels = images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     for k, array in enumerate(pixels):
         picture = Image.fromarray(
             array[:, :, 0] if array.shape[2] == 1 else array, mode="L" if array.shape[2] == 1 else "RGB"
         )
-        picture.save(target / f"{k:06d}.png")
+        picture.save(staging / f"{k:06d}.png")
+    if target.is_dir():
+        target.rmdir()  # empty (checked above); a file planted in it since makes this fail instead of mixing sets
+    os.replace(staging, target)
     return target
+
+
+def _check_sample_target(target: Path) -> None:
+    """Refuse an ``--out`` that is a link, a non-empty folder, or a folder where a ``.npz`` file is asked for."""
+    if target.is_symlink():
+        raise ValueError(f"--out {target} is a symbolic link; rankplug sample never writes through a link")
+    if target.suffix == ".npz":
+        if target.is_dir():
+            raise ValueError(f"--out {target} is a folder; a .npz output must be a file name")
+        return
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"--out {target} is a file; give a folder for PNG images, or a name ending in .npz")
+    if target.is_dir() and any(target.iterdir()):
+        raise ValueError(f"--out {target} is a folder that is not empty; give a new or empty folder")
+
+
+def _memory_bytes() -> int:
+    """This machine's physical memory, in bytes."""
+    return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Image completion with a trained GAN and its PSNR / SSIM scores: GoGAN Eq. 30-33, RankGAN Eq. 8-11 (MATH §7).
+"""Image completion with a trained GAN and its PSNR / SSIM scores: GoGAN Eq. 30-33, RankGAN Eq. 8-11 (maths §7).
 
 A centred square of the image is hidden (:func:`center_mask`), a latent code is searched whose generated image
 matches the known pixels and looks real to the critic (:func:`complete_images`), and the completed images are
@@ -9,9 +9,9 @@ kornia is an optional dependency (the ``eval`` extra); it is imported only insid
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +20,6 @@ import torch
 from torch import Tensor, nn
 
 from rankplug._validation import (
-    check_batch,
     check_int_at_least,
     check_nonnegative,
     check_positive,
@@ -29,7 +28,10 @@ from rankplug._validation import (
     per_sample_scores,
     shape_str,
 )
+from rankplug.app.eval.quality import check_images, check_mask, hole_psnr, psnr, ssim
 from rankplug.functional.penalty import OutputSelector, select_scores
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "COVERAGES",
@@ -46,18 +48,6 @@ __all__ = [
 
 COVERAGES: tuple[float, ...] = (0.09, 0.25, 0.49, 0.64, 0.81)
 """The occluded fractions of GoGAN Tables 2-5 and RankGAN Sec. 5: 9, 25, 49, 64 and 81 % of the image."""
-
-_EVAL_EXTRA = 'pip install "rankplug[eval]"'
-
-
-def _import_kornia_metrics() -> Any:
-    try:
-        import kornia.metrics
-    except ImportError as error:
-        raise ImportError(
-            f"rankplug.app.eval.psnr and rankplug.app.eval.ssim need kornia, an optional dependency; install it with {_EVAL_EXTRA}"
-        ) from error
-    return kornia.metrics
 
 
 def _check_coverage(coverage: object) -> float:
@@ -90,7 +80,7 @@ def center_mask(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    r"""Binary mask of the **known** pixels with a centred square hole, GoGAN Sec. 5.3, RankGAN Sec. 5 (MATH §7).
+    r"""Binary mask of the **known** pixels with a centred square hole, GoGAN Sec. 5.3, RankGAN Sec. 5 (maths §7).
 
     .. math::
         M_{ij} = 0 \text{ if } t \le i, j < t + s \text{ else } 1, \qquad
@@ -149,34 +139,6 @@ class Completion:
     loss_history: list[float] = field(default_factory=list)
 
 
-def _check_images(images: object, name: str = "images") -> Tensor:
-    tensor = check_tensor(images, name)
-    if tensor.dim() != 4:
-        raise ValueError(f"{name} has shape {shape_str(tensor)}; expected (N, C, H, W)")
-    check_batch(tensor, name)
-    return tensor
-
-
-def _check_mask(mask: object, images: Tensor) -> Tensor:
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"mask must be a torch.Tensor; got {type(mask).__name__}")
-    n, c, h, w = images.shape
-    expected = f"(1 or {n}, 1 or {c}, {h}, {w}) to match images of shape {shape_str(images)}"
-    if mask.dim() != 4:
-        raise ValueError(f"mask has shape {shape_str(mask)}; expected {expected}")
-    mn, mc, mh, mw = mask.shape
-    if mn not in (1, n) or mc not in (1, c) or (mh, mw) != (h, w):
-        raise ValueError(f"mask has shape {shape_str(mask)}; expected {expected}")
-    if mask.dtype != torch.bool:
-        if mask.is_complex():
-            raise TypeError(f"mask must be a bool, integer or real floating-point tensor; got {mask.dtype}")
-        binary = (mask == 0) | (mask == 1)
-        if not bool(binary.all()):
-            bad = mask[~binary].flatten()[0].item()
-            raise ValueError(f"mask must hold only 0 (hole) and 1 (known pixel); got the value {bad}")
-    return mask.to(device=images.device, dtype=torch.bool)
-
-
 def _check_latent_shape(latent_shape: object) -> tuple[int, ...]:
     if isinstance(latent_shape, numbers.Integral) and not isinstance(latent_shape, bool):
         latent_shape = (int(latent_shape),)
@@ -206,7 +168,7 @@ def complete_images(
     generator_seed: int | None = None,
     progress: bool = False,
 ) -> Completion:
-    r"""Fill the hole of each image from a trained GAN, GoGAN Eq. 30-33, RankGAN Eq. 8-11 (MATH §7).
+    r"""Fill the hole of each image from a trained GAN, GoGAN Eq. 30-33, RankGAN Eq. 8-11 (maths §7).
 
     .. math::
         \hat z = \arg\min_z \; \frac1N \sum_k \Big( \big\lVert M \odot G(z_k) - M \odot y_k \big\rVert_1
@@ -265,8 +227,8 @@ def complete_images(
     """
     if not callable(generator):
         raise TypeError(f"generator must be callable; got {type(generator).__name__}")
-    images = _check_images(images)
-    bool_mask = _check_mask(mask, images)
+    images = check_images(images)
+    bool_mask = check_mask(mask, images)
     shape = _check_latent_shape(latent_shape)
     lam = check_nonnegative(perceptual_weight, "perceptual_weight")
     steps = check_int_at_least(steps, "steps", 0)
@@ -326,7 +288,7 @@ def complete_images(
                 z.grad = grad
                 optimizer.step()
                 if progress and (step % report_every == 0 or step == steps - 1):
-                    print(f"complete_images: step {step + 1}/{steps}, loss {history[-1]:.4f}", file=sys.stderr)
+                    logger.info(f"complete_images: step {step + 1}/{steps}, loss {history[-1]:.4f}")
             with torch.no_grad():
                 loss, generated = objective()
         history.append(float(loss))
@@ -336,130 +298,6 @@ def complete_images(
     generated = generated.detach()
     completed = torch.where(bool_mask, target, generated)
     return Completion(completed=completed, generated=generated, latent=z.detach(), loss_history=history)
-
-
-def _check_pair(prediction: object, target: object, *, four_d: bool) -> tuple[Tensor, Tensor]:
-    pred = check_tensor(prediction, "prediction")
-    targ = check_tensor(target, "target")
-    if four_d:
-        _check_images(pred, "prediction")
-    else:
-        check_batch(pred, "prediction")
-    if pred.shape != targ.shape:
-        raise ValueError(
-            f"target has shape {shape_str(targ)} but prediction has shape {shape_str(pred)}; expected identical shapes"
-        )
-    return pred, targ
-
-
-def psnr(prediction: Tensor, target: Tensor, *, data_range: float = 2.0) -> Tensor:
-    r"""Peak signal-to-noise ratio of each image, in dB, via ``kornia.metrics.psnr`` (GoGAN Tables 2-5).
-
-    .. math::
-        \text{PSNR}_k = 10 \log_{10} \frac{R^2}{\frac{1}{CHW} \sum_{c,i,j} (\hat y_{kcij} - y_{kcij})^2}
-
-    ``R`` is ``data_range`` (2 for images in ``[-1, 1]``, the GAN convention; 1 for ``[0, 1]``). kornia pools one
-    MSE over the whole tensor it is given, so it is called once per image. An exact match gives ``inf``.
-
-    Args:
-        prediction: completed images.
-        target: ground-truth images.
-        data_range: ``R > 0``, the span of pixel values.
-
-    Shape:
-        - prediction, target: ``(N, *)``, identical shapes.
-        - Output: ``(N,)``.
-
-    Example:
-        >>> from rankplug.app.eval import psnr
-        >>> target = torch.zeros(2, 3, 8, 8)
-        >>> psnr(target + 0.2, target).tolist()  # 10 * log10(2**2 / 0.2**2) = 20 dB
-        [20.0, 20.0]
-    """
-    pred, targ = _check_pair(prediction, target, four_d=False)
-    r = check_positive(data_range, "data_range")
-    metrics = _import_kornia_metrics()
-    return torch.stack([metrics.psnr(p, t, r) for p, t in zip(pred, targ)])
-
-
-def hole_psnr(prediction: Tensor, target: Tensor, mask: Tensor, *, data_range: float = 2.0) -> Tensor:
-    r"""PSNR of each image over the hole only (``M = 0``), in dB.
-
-    .. math::
-        \text{PSNR}^{\text{hole}}_k = 10 \log_{10} \frac{R^2}{\sum (1 - M) \odot (\hat y_k - y_k)^2 / \sum (1 - M)}
-
-    The sums run over channels and pixels, with ``M`` broadcast to the image shape. The whole-image
-    :func:`psnr` of a completion counts the copied known pixels as exact, so it rises with the known fraction;
-    this one measures the generated pixels alone. An image with no hole gives ``nan``.
-
-    Args:
-        prediction: completed images.
-        target: ground-truth images.
-        mask: ``M``, 1 for known pixels, 0 for the hole.
-        data_range: ``R > 0``, the span of pixel values.
-
-    Shape:
-        - prediction, target: ``(N, C, H, W)``.
-        - mask: ``(1 or N, 1 or C, H, W)``.
-        - Output: ``(N,)``.
-
-    Example:
-        >>> from rankplug.app.eval import center_mask, hole_psnr
-        >>> target = torch.zeros(1, 1, 8, 8)
-        >>> mask = center_mask(8, 0.25)
-        >>> hole_psnr(target + 0.2 * (1 - mask), target, mask).tolist()
-        [20.0]
-    """
-    pred, targ = _check_pair(prediction, target, four_d=True)
-    r = check_positive(data_range, "data_range")
-    hole = (~_check_mask(mask, pred)).expand_as(pred).to(pred.dtype)
-    squared = hole * (pred - targ) ** 2
-    mse = squared.flatten(1).sum(dim=1) / hole.flatten(1).sum(dim=1)
-    return 10.0 * torch.log10(r**2 / mse)
-
-
-def ssim(prediction: Tensor, target: Tensor, *, data_range: float = 2.0, window_size: int = 11) -> Tensor:
-    r"""Mean structural similarity of each image, via ``kornia.metrics.ssim`` (GoGAN Tables 2-5).
-
-    .. math::
-        \text{SSIM}_k = \frac{1}{CHW} \sum_{c,i,j}
-        \frac{(2\mu_{\hat y}\mu_y + c_1)(2\sigma_{\hat y y} + c_2)}{(\mu_{\hat y}^2 + \mu_y^2 + c_1)(\sigma_{\hat y}^2 + \sigma_y^2 + c_2)},
-        \qquad c_1 = (0.01 R)^2, \; c_2 = (0.03 R)^2
-
-    Local statistics use kornia's Gaussian window (``sigma = 1.5``, ``window_size`` taps) with reflect padding
-    (``padding="same"``), and ``eps=0`` so that identical images score exactly 1, as in scikit-image. The map is
-    averaged over channels and pixels of each image. Reflect padding needs ``H`` and ``W`` larger than
-    ``window_size // 2``.
-
-    Args:
-        prediction: completed images.
-        target: ground-truth images.
-        data_range: ``R > 0``, the span of pixel values (2 for ``[-1, 1]``).
-        window_size: odd number of taps of the Gaussian window, ``>= 1``.
-
-    Shape:
-        - prediction, target: ``(N, C, H, W)``, identical shapes.
-        - Output: ``(N,)``.
-
-    Example:
-        >>> from rankplug.app.eval import ssim
-        >>> images = torch.rand(2, 3, 16, 16) * 2 - 1
-        >>> ssim(images, images)
-        tensor([1., 1.])
-    """
-    pred, targ = _check_pair(prediction, target, four_d=True)
-    r = check_positive(data_range, "data_range")
-    window = check_int_at_least(window_size, "window_size", 1)
-    if window % 2 == 0:
-        raise ValueError(f"window_size must be odd; got {window}")
-    h, w = pred.shape[-2:]
-    if min(h, w) <= window // 2:
-        raise ValueError(
-            f"prediction has shape {shape_str(pred)}; reflect padding for window_size={window} needs H and W "
-            f"> {window // 2}, so pass a smaller window_size"
-        )
-    metrics = _import_kornia_metrics()
-    return metrics.ssim(pred, targ, window, max_val=r, eps=0.0).flatten(1).mean(dim=1)
 
 
 def completion_table(
@@ -478,7 +316,7 @@ def completion_table(
     window_size: int = 11,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
-    r"""PSNR / SSIM of image completion per model and occlusion, GoGAN Tables 2-5 (MATH §7).
+    r"""PSNR / SSIM of image completion per model and occlusion, GoGAN Tables 2-5 (maths §7).
 
     For each named ``(G, D)`` pair and each coverage, the images are hidden behind :func:`center_mask`,
     completed with :func:`complete_images` and scored against the originals. As in the papers, ``psnr`` and
@@ -522,7 +360,7 @@ def completion_table(
     """
     if not isinstance(generators, Mapping) or len(generators) == 0:
         raise ValueError("generators must be a non-empty dict of model name -> (generator, discriminator)")
-    images = _check_images(images)
+    images = check_images(images)
     if images.shape[-1] != images.shape[-2]:
         raise ValueError(f"images has shape {shape_str(images)}; expected square images (N, C, S, S)")
     coverage_list = tuple(_check_coverage(c) for c in coverages)
@@ -559,10 +397,9 @@ def completion_table(
             )
             row["hole_psnr"].append(float(hole_psnr(result.completed, images, mask, data_range=data_range).mean()))
             if progress:
-                print(
+                logger.info(
                     f"completion_table: {name}, coverage {coverage:g}: PSNR {row['psnr'][-1]:.2f} dB, "
-                    f"SSIM {row['ssim'][-1]:.3f}, hole PSNR {row['hole_psnr'][-1]:.2f} dB",
-                    file=sys.stderr,
+                    f"SSIM {row['ssim'][-1]:.3f}, hole PSNR {row['hole_psnr'][-1]:.2f} dB"
                 )
         rows.append(row)
     return rows

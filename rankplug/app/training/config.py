@@ -7,19 +7,19 @@ anything is allocated.
 
 The presets (:data:`PRESETS`) are each paper's own settings, applied under explicit flags:
 
-- ``rankgan``: RankGAN Algorithm 1 (MATH §3): Adam ``(0, 0.99)``, lr 5e-5 for D and 1e-4 for G, 5 critic steps,
+- ``rankgan``: RankGAN Algorithm 1 (maths §3): Adam ``(0, 0.99)``, lr 5e-5 for D and 1e-4 for G, 5 critic steps,
   ``lambda_gp = 10``, the VAE stage 0 and the encoder, stages that end when the gap plateaus; stage 1's
-  ``eps = 10``, so that its margin loss is the WGAN loss the paper trains stage 1 with (MATH §1, §3); and
+  ``eps = 10``, so that its margin loss is the WGAN loss the paper trains stage 1 with (maths §1, §3); and
   ``lambda_clamp = 1``, the authors' code's value, not the paper's 1000: in ``experiments/rankgan_study.py``
   (5 seeds, ``docs/results.md`` §1) 1000 and 100 made stage 2 worse than stage 1 on every seed (the clamp
   outweighs the rank term, ``D(G_i(z))`` overtakes ``D(x)`` and the generator's hinge dies), with Adam's
   ``beta2`` 0.99 or 0.9 alike, while 1 improved digits-FID by 65 [40, 90] over stage 1.
 - ``gogan``: GoGAN Sec. 5: RMSprop with lr 5e-5 for both networks, batch 64, ``eps = 1``,
-  ``lambda_1 = 1, lambda_2 = 0.5`` (MATH §2), the gradient penalty kept (rankplug's critic is not clipped).
+  ``lambda_1 = 1, lambda_2 = 0.5`` (maths §2), the gradient penalty kept (rankplug's critic is not clipped).
 - ``mbgan``: MBGAN Sec. 4: ``K = 500``, ``alpha = 20`` with the per-pixel-mean margin, a BatchNorm critic,
-  batch 128, ``z ~ U(0, 1)``, Adam lr 2e-4 ``(0.5, 0.999)``, one critic step (MATH §5).
+  batch 128, ``z ~ U(0, 1)``, Adam lr 2e-4 ``(0.5, 0.999)``, one critic step (maths §5).
 - ``aam``: the label-geometry paper on StarGAN's objective: WGAN-GP with the AAM auxiliary classifier,
-  ``lambda_cls = 1``, lr 1e-4 for both, Adam ``(0.5, 0.999)``, 5 critic steps (MATH §6).
+  ``lambda_cls = 1``, lr 1e-4 for both, Adam ``(0.5, 0.999)``, 5 critic steps (maths §6).
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from rankplug._validation import IMAGE_SIZES, check_flag, check_image_size, check_int_in, check_one_of, check_real_in
-from rankplug.objectives import STAGED, VARIANTS
+from rankplug.methods import METHODS
 
 SIZES = IMAGE_SIZES
-DATA_KINDS = ("digits", "folder", "cifar10")
+DATA_KINDS = ("digits", "mnist", "folder", "cifar10")
+BUNDLED_DATA = ("digits", "mnist")  #: the data sets that ship with an install (no data_root)
 CLASS_HEADS = ("none", "aam", "ce", "cosine")
 OPTIMIZERS = ("adam", "rmsprop")
 LATENTS = ("normal", "uniform")
@@ -54,7 +55,7 @@ class TrainConfig:
         128
     """
 
-    method: str = "rankgan"  #: a variant of :class:`rankplug.StageObjective`
+    method: str = "rankgan"  #: a method of :data:`rankplug.methods.METHODS` (a :class:`rankplug.StageObjective`)
     stages: int = 3
     steps_per_stage: int = 300  #: generator steps per stage (the most, when the plateau rule ends it earlier)
     plateau_patience: int | None = None  #: end a stage once the gap stayed flat for this many records
@@ -76,6 +77,11 @@ class TrainConfig:
     critic_norm: str = "none"
     margin: float = 1.0
     clamp_weight: float = 1.0  #: RankGAN Eq. 7's lambda_clamp; the paper's 1000 collapses (docs/results.md §1)
+    clamp_on: str = "sample"  #: RankGAN's clamp on each sample (Eq. 6 as printed) or on the batch means
+    #: the same-steps control of a staged method: the same stages, checkpoints and data, but every stage trains with
+    #: stage 1's losses, so that "stage i" minus "control stage i" is the staged loss's own effect
+    control: bool = False
+    weight_clip: float = 0.0  #: clip the critic's weights to [-c, c] after each step (WGAN's and GoGAN's; 0: off)
     gp_weight: float = 10.0
     disc_weight: float = 1.0
     rank_weight: float = 1.0
@@ -96,31 +102,43 @@ class TrainConfig:
     amp: bool = False
     device: str = "cpu"
     seed: int = 0
-    log_every: int = 10
+    #: generator steps between records; ``None``: the largest divisor of ``steps_per_stage`` up to 10
+    log_every: int | None = None
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             object.__setattr__(self, field.name, _CHECKS[field.name](value, field.name))
-        if self.steps_per_stage % self.log_every:
-            raise ValueError(f"log_every must divide steps_per_stage; got {self.log_every} and {self.steps_per_stage}")
-        if (self.data == "digits") != (self.data_root is None):
+        if self.log_every is None:
+            object.__setattr__(self, "log_every", default_log_every(self.steps_per_stage))
+        elif self.steps_per_stage % self.log_every:
             raise ValueError(
-                "data 'digits' is bundled and takes no data_root"
-                if self.data == "digits"
+                f"log_every must divide steps_per_stage; got {self.log_every} and {self.steps_per_stage} "
+                f"(leave log_every out to log every {default_log_every(self.steps_per_stage)} steps)"
+            )
+        if (self.data in BUNDLED_DATA) != (self.data_root is None):
+            raise ValueError(
+                f"data {self.data!r} is bundled and takes no data_root"
+                if self.data in BUNDLED_DATA
                 else f"data {self.data!r} needs data_root (an image folder or a CIFAR-10 root)"
             )
-        if self.class_head != "none" and self.method in ("rankgan", "gogan", "mbgan"):
+        method = METHODS[self.method]  # what the method is, from its class facts, never from its name
+        if self.class_head != "none" and not method.accepts_class_head:
             raise ValueError(
                 f"class_head {self.class_head!r} is for the score variants without stages; got {self.method!r}"
             )
-        if self.bank_size and self.method not in STAGED:
-            raise ValueError(f"bank_size is for the staged methods ({', '.join(STAGED)}); got method {self.method!r}")
+        if self.bank_size and not method.staged:
+            staged = ", ".join(name for name, m in METHODS.items() if m.staged)
+            raise ValueError(f"bank_size is for the staged methods ({staged}); got method {self.method!r}")
         if self.bank_refresh and not self.bank_size:
             raise ValueError(f"bank_refresh needs a bank (bank_size >= 1); got bank_refresh {self.bank_refresh}")
-        if self.critic_norm == "batch" and self.gp_weight > 0 and self.method not in ("mbgan", "dcgan"):
+        if self.critic_norm == "batch" and self.gp_weight > 0 and method.has_penalty:
             raise ValueError("critic_norm 'batch' breaks the per-sample gradient penalty; set gp_weight 0 or use none")
+        if self.control and not method.staged:
+            raise ValueError(f"control is the same-steps control of a staged method; got method {self.method!r}")
+        if self.control and self.bank_size:
+            raise ValueError("control trains stage 1's losses, which never use the bank; set bank_size 0")
 
     # ------------------------------------------------------------------------------------------ construction
     @classmethod
@@ -130,7 +148,8 @@ class TrainConfig:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
         chosen = dict(PRESETS[preset]) if preset is not None else {}
         method = overrides.get("method", chosen.get("method", "rankgan"))
-        settings = {**METHOD_DEFAULTS.get(method, {}), **chosen, **overrides}
+        defaults = METHOD_DEFAULTS.get(method, {}) if isinstance(method, str) else {}  # a bad type: refused below
+        settings = {**defaults, **chosen, **overrides}
         return cls.from_dict(settings)
 
     @classmethod
@@ -154,10 +173,25 @@ class TrainConfig:
             import tomli as tomllib  # type: ignore[no-redef]
         source = Path(path)
         try:
-            table = tomllib.loads(source.read_text(encoding="utf-8"))
+            with source.open("rb") as handle:  # at most one byte past the bound: an endless file is not read whole
+                data = handle.read(MAX_CONFIG_BYTES + 1)
+            if len(data) > MAX_CONFIG_BYTES:
+                raise ValueError(
+                    f"--config {source}: larger than {MAX_CONFIG_BYTES:,} bytes; a run's settings fit in a few"
+                )
+            table = tomllib.loads(data.decode("utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
             raise ValueError(f"--config {source}: not a readable TOML file: {error}") from error
-        table = table.get("train", table)
+        if "train" in table:
+            if not isinstance(table["train"], dict):
+                raise ValueError(f"--config {source}: 'train' must be a table ([train]); got {table['train']!r}")
+            beside = sorted(set(table) - {"train"})
+            if beside:
+                raise ValueError(
+                    f"--config {source}: setting(s) {', '.join(map(repr, beside))} sit beside the [train] table; "
+                    "put every setting inside [train], or drop the table header"
+                )
+            table = table["train"]
         unknown = sorted(set(table) - set(_CHECKS) - {"preset"})
         if unknown:
             raise ValueError(f"--config {source}: unknown setting(s) {', '.join(map(repr, unknown))}")
@@ -186,6 +220,20 @@ class TrainConfig:
     @property
     def conditional(self) -> bool:
         return self.class_head != "none"
+
+
+def default_log_every(steps_per_stage: int) -> int:
+    """The largest divisor of ``steps_per_stage`` up to 10: how often a run records when ``log_every`` is not set.
+
+    Example:
+        >>> default_log_every(300), default_log_every(4), default_log_every(13)
+        (10, 4, 1)
+    """
+    return max(d for d in range(1, min(10, steps_per_stage) + 1) if steps_per_stage % d == 0)
+
+
+#: The largest ``--config`` file read (1 MiB): a TOML file of settings is a few hundred bytes.
+MAX_CONFIG_BYTES = 1 << 20
 
 
 # ------------------------------------------------------------------------------------------------- checks
@@ -222,7 +270,7 @@ _WEIGHT = _real_in(0.0, 1e9)
 # The upper bounds keep a run directory (or an edited checkpoint) from asking for an absurd network: a width of
 # 10^6 is a 512 GB allocation, not a typo to honour.
 _CHECKS: dict[str, Callable[[object, str], Any]] = {
-    "method": _one_of(*VARIANTS),
+    "method": lambda value, name: check_one_of(value, name, tuple(METHODS)),  # read when checked: registered ones too
     "stages": _int_in(1, 1000),
     "steps_per_stage": _int_in(1, _BIG),
     "plateau_patience": _optional(_int_in(1, _BIG)),
@@ -244,6 +292,9 @@ _CHECKS: dict[str, Callable[[object, str], Any]] = {
     "critic_norm": _one_of(*CRITIC_NORMS),
     "margin": _WEIGHT,
     "clamp_weight": _WEIGHT,
+    "clamp_on": _one_of("sample", "batch"),
+    "control": check_flag,
+    "weight_clip": _real_in(0.0, 1e3),
     "gp_weight": _WEIGHT,
     "disc_weight": _WEIGHT,
     "rank_weight": _WEIGHT,
@@ -263,7 +314,7 @@ _CHECKS: dict[str, Callable[[object, str], Any]] = {
     "amp": check_flag,
     "device": _device,
     "seed": _int_in(0, 2**63 - 1),
-    "log_every": _int_in(1, _BIG),
+    "log_every": _optional(_int_in(1, _BIG)),
     "tensorboard": check_flag,
 }
 

@@ -19,111 +19,42 @@ different batches and latents.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
-from rankplug._checkpoint import atomic_save
-from rankplug._freeze import BankKeep
-from rankplug.objectives import StageObjective, critic_judge
-from rankplug.stages import BankDraw, PreviousStageBank, StageManager
 from rankplug.app.training import distributed
+from rankplug.app.training.batches import RealBatches
 from rankplug.app.training.config import TrainConfig
 from rankplug.app.training.models import Discriminator, Encoder, Generator
+from rankplug.app.weights import WEIGHTS_NAME, save_stage_weights
+from rankplug.methods import METHODS, StageObjective, critic_judge
+from rankplug.stages import BankDraw, BankKeep, PreviousStageBank, StageManager
 
-MODELS_NAME = "models-stage{stage}.pt"
-MODELS_FORMAT = "rankplug.app.training/1"
+logger = logging.getLogger(__name__)
+
+MODELS_NAME = WEIGHTS_NAME
 #: The settings of a TrainConfig that are StageObjective's keywords of the same names.
-OBJECTIVE_SETTINGS = ("margin", "clamp_weight", "gp_weight", "alpha", "margin_norm", "disc_weight", "rank_weight")
+OBJECTIVE_SETTINGS = (
+    "margin",
+    "clamp_weight",
+    "gp_weight",
+    "alpha",
+    "margin_norm",
+    "disc_weight",
+    "rank_weight",
+    "clamp_on",
+)
 Callback = Callable[[dict[str, Any]], None]
-
-
-# ------------------------------------------------------------------------------------------------ the data
-class InfiniteSampler(Sampler[int]):
-    """Indices drawn uniformly with replacement, forever, from a ``torch.Generator`` seeded with ``seed``."""
-
-    def __init__(self, count: int, seed: int) -> None:
-        self.count, self.seed = count, seed
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed)
-        while True:
-            yield from torch.randint(self.count, (4096,), generator=generator).tolist()
-
-
-class RealBatches:
-    """Batches ``(x, y)`` of a dataset on the run's device; :meth:`restart` begins a stream seeded from the RNG."""
-
-    def __init__(self, dataset: Dataset[Any], batch_size: int, workers: int, device: torch.device) -> None:
-        self.dataset, self.batch_size, self.workers, self.device = dataset, batch_size, workers, device
-        self._stream: Iterator[Any] | None = None
-
-    def restart(self, rank: int = 0) -> None:
-        seed = int(torch.randint(2**62, ())) + rank  # from the (checkpointed) global RNG
-        sampler = InfiniteSampler(len(self.dataset), seed)  # type: ignore[arg-type]
-        fetch = _batch_fetcher(self.dataset)
-        if fetch is not None and self.workers == 0:  # data in memory: index whole batches, no per-item collate
-            indices = iter(sampler)
-            self._stream = (fetch(torch.tensor([next(indices) for _ in range(self.batch_size)])) for _ in iter(int, 1))
-            return
-        loader = DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.workers,
-            persistent_workers=False,
-            pin_memory=self.device.type == "cuda",
-        )
-        self._stream = iter(loader)
-
-    def next(self) -> tuple[Tensor, Tensor]:
-        if self._stream is None:
-            self.restart()
-        assert self._stream is not None
-        x, y = next(self._stream)
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-    def take(self, images: int) -> list[Tensor]:
-        """At least ``images`` real images in batches (for the markers), from the current stream."""
-        batches, count = [], 0
-        while count < images:
-            batches.append(self.next()[0])
-            count += batches[-1].shape[0]
-        return batches
-
-    def epoch(self) -> _Epoch:
-        """A re-iterable pass over about one epoch of batches, drawn as they are used (memory flat in the data)."""
-        return _Epoch(self, math.ceil(len(self.dataset) / self.batch_size))  # type: ignore[arg-type]
-
-
-class _Epoch:
-    """``batches`` real batches from a :class:`RealBatches` stream each time it is iterated (the VAE's epochs)."""
-
-    def __init__(self, reals: RealBatches, batches: int) -> None:
-        self.reals, self.batches = reals, batches
-
-    def __iter__(self) -> Iterator[Tensor]:
-        return (self.reals.next()[0] for _ in range(self.batches))
-
-
-def _batch_fetcher(dataset: Dataset[Any]) -> Callable[[Tensor], tuple[Tensor, Tensor]] | None:
-    """The dataset's ``batch(indices)`` (in-memory data, :mod:`rankplug.app.data`), through a ``Subset`` too."""
-    if callable(getattr(dataset, "batch", None)):
-        return dataset.batch  # type: ignore[attr-defined,no-any-return]
-    inner = getattr(dataset, "dataset", None)
-    if isinstance(dataset, torch.utils.data.Subset) and callable(getattr(inner, "batch", None)):
-        positions = torch.as_tensor(dataset.indices)
-        return lambda indices: inner.batch(positions[indices])  # type: ignore[union-attr]
-    return None
 
 
 # --------------------------------------------------------------------------------------------- the state
@@ -168,7 +99,7 @@ class Networks:
             c.size,
             channels,
             norm=c.critic_norm,
-            embed_dim=c.embed_dim if c.method == "mbgan" else None,
+            embed_dim=c.embed_dim if METHODS[c.method].embeds else None,
             alpha=c.alpha,
             margin_norm=c.margin_norm,
             class_head=c.class_head if c.conditional else None,
@@ -240,7 +171,7 @@ class Trainer:
             directory=self.directory,
             latent_shape=config.nz,
             latent_distribution="uniform" if config.latent == "uniform" else "normal",
-            stage_length=config.steps_per_stage // config.log_every,
+            stage_length=config.steps_per_stage // cast(int, config.log_every),
             plateau_patience=config.plateau_patience,
             plateau_tolerance=config.plateau_tolerance,
             bank=bank,
@@ -291,7 +222,7 @@ class Trainer:
         """Freeze the finished stage; for RankGAN take the next stage's markers (Eq. 6) over real images."""
         self.manager.advance()
         self.reals.restart(self.context.rank)
-        stage = self.manager.stage
+        stage = self.loss_stage
         if self.objective.needs_markers(stage):
             per_rank = math.ceil(self.config.marker_images / self.context.world)
             with warnings.catch_warnings():
@@ -303,6 +234,11 @@ class Trainer:
             self.manager.history[-1]["markers_used"] = list(used)
 
     # ---------------------------------------------------------------------------------------------- a step
+    @property
+    def loss_stage(self) -> int:
+        """The stage whose losses train now: the manager's stage, or 1 for the same-steps control."""
+        return 1 if self.config.control else self.manager.stage
+
     def latents(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """``z`` (from the encoder of ``x`` when there is one) and, when conditional, uniform class labels."""
         z = self.manager.sample_latent(x.shape[0], real=x if self.nets.E is not None else None)
@@ -345,7 +281,7 @@ class Trainer:
         return head.loss(logits, labels)
 
     def critic_step(self) -> dict[str, Any]:
-        nets, stage, objective = self.nets, self.manager.stage, self.objective
+        nets, stage, objective = self.nets, self.loss_stage, self.objective
         x, y = self.reals.next()
         previous = self.manager.previous if objective.staged else None
         judge = critic_judge(objective, stage, nets.D, None if previous is None else previous.discriminator)
@@ -373,6 +309,10 @@ class Trainer:
                 loss = loss + self.config.cls_weight * cls  # label-geometry paper Eq. 5
         loss = loss + objective.penalty(nets.D, x, fake, scaler=nets.scaler)  # RankGAN Eq. 5 / 7
         self._update(nets.opt_d, nets.D, loss)
+        if self.config.weight_clip > 0:  # WGAN's (and GoGAN's) Lipschitz constraint in place of the penalty
+            with torch.no_grad():
+                for parameter in nets.D.parameters():
+                    parameter.clamp_(-self.config.weight_clip, self.config.weight_clip)
         real_s, fake_s = objective.ladder_scores(real_out, fake_out, positive=extra.get("positive"))
         return {
             "x": x,
@@ -380,13 +320,14 @@ class Trainer:
             "fake": fake_s,
             "prev": prev,
             "out": (real_out, fake_out),
+            "inputs": {key: value.detach() for key, value in extra.items()},  # for the hinges of the record
             "loss_d": loss,
             "cls_real": cls,
             "acc_real": _accuracy(real_logits, y),
         }
 
     def generator_step(self, critic: dict[str, Any]) -> dict[str, Any]:
-        nets, stage, objective = self.nets, self.manager.stage, self.objective
+        nets, stage, objective = self.nets, self.loss_stage, self.objective
         x = critic["x"]
         z, c = self.latents(x)
         nets.D.requires_grad_(False)  # a fixed judge here: no parameter gradients to compute
@@ -425,12 +366,12 @@ class Trainer:
             critic = self.critic_step()
         gen = self.generator_step(critic)
         self.info.generator_steps += 1
-        if self.info.generator_steps % self.config.log_every == 0:
+        if self.info.generator_steps % cast(int, self.config.log_every) == 0:
             self.record(critic, gen)
 
     # -------------------------------------------------------------------------------------------- records
     def record(self, critic: dict[str, Any], gen: dict[str, Any]) -> None:
-        stage = self.manager.stage
+        stage, loss_stage = self.manager.stage, self.loss_stage
         gap = self.manager.record(critic["real"], gen["fake"], critic["prev"])
         entry = self.manager.history[-1]
         event: dict[str, Any] = {
@@ -442,15 +383,13 @@ class Trainer:
             "prev_fake": entry["prev_fake"][-1] if critic["prev"] is not None else None,
             "loss_d": float(critic["loss_d"].detach()),
             "loss_g": float(gen["loss_g"].detach()),
-            "markers": self.objective.markers if self.objective.needs_markers(stage) else None,
+            "markers": self.objective.markers if self.objective.needs_markers(loss_stage) else None,
         }
         real_out, fake_out = critic["out"]
-        activity = (
-            {}
-            if self.objective.embeds
-            else self.objective.hinge_activity(real_out, fake_out, critic["prev"], stage=stage)
+        # active_<hinge> per hinge, and what a method adds of its own (MBGAN's margin_ratio)
+        event.update(
+            self.objective.hinge_report(real_out, fake_out, critic["prev"], stage=loss_stage, **critic["inputs"])
         )
-        event.update({f"active_{k}": v for k, v in activity.items()})
         for key in ("cls_real", "acc_real"):
             if critic[key] is not None:
                 event[key] = float(critic[key].detach()) if isinstance(critic[key], Tensor) else critic[key]
@@ -463,31 +402,29 @@ class Trainer:
                 if isinstance(value, (int, float)) and key not in ("stage", "step") and math.isfinite(value):
                     self.writer.add_scalar(f"stage{stage}/{key}", value, self.info.generator_steps)
         if self.progress and self.callback is None:
-            print(f"[{self.config.method}] stage {stage} step {event['step']}: gap {gap:.4f}", file=sys.stderr)
+            logger.info(f"[{self.config.method}] stage {stage} step {event['step']}: gap {gap:.4f}")
         if self.callback is not None:
             self.callback(event)
 
     def save_stage(self) -> None:
-        """``models-stage{i}.pt`` (config, networks, EMA, encoder) and the manager's checkpoint, on rank 0."""
+        """``models-stage{i}.safetensors`` (networks, EMA, encoder, the settings) and the manager's checkpoint, on
+        rank 0."""
         if self.directory is not None and self.context.main:
             nets = self.nets
-
-            def cpu(module: nn.Module | None) -> dict[str, Tensor] | None:
-                return None if module is None else {k: v.detach().cpu() for k, v in module.state_dict().items()}
-
-            payload = {
-                "format": MODELS_FORMAT,
-                "stage": self.manager.stage,
-                "generator_steps": self.info.generator_steps,
-                "config": self.config.to_dict(),
-                "num_classes": self.num_classes,
-                "channels": nets.G.channels,
-                "generator": cpu(nets.G),
-                "discriminator": cpu(nets.D),
-                "encoder": cpu(nets.E),
-                "ema_generator": cpu(None if nets.ema is None else nets.sample_generator()),
-            }
-            atomic_save(payload, self.directory / MODELS_NAME.format(stage=self.manager.stage))
+            save_stage_weights(
+                self.directory / MODELS_NAME.format(stage=self.manager.stage),
+                {
+                    "generator": nets.G,
+                    "discriminator": nets.D,
+                    "encoder": nets.E,
+                    "ema_generator": None if nets.ema is None else nets.sample_generator(),
+                },
+                stage=self.manager.stage,
+                generator_steps=self.info.generator_steps,
+                config=self.config.to_dict(),
+                num_classes=self.num_classes,
+                channels=nets.G.channels,
+            )
         if self.directory is not None:
             if self.manager.bank is not None:
                 # The stage is over and advance() empties the bank: writing it would only grow the file.
@@ -568,7 +505,8 @@ def train(
             else 10.
         directory: where checkpoints go; a later call with the same directory and config resumes there.
         callback: called with every record (a dict: ``stage``, ``step``, ``gap``, ``real``, ``fake``,
-            ``prev_fake``, the losses, ``active_<hinge>``, and the class terms of a conditional run).
+            ``prev_fake``, the losses, ``active_<hinge>`` (and ``margin_ratio`` for MBGAN: the method's
+            :meth:`~rankplug.StageObjective.hinge_report`), and the class terms of a conditional run).
         progress: print a line per record to stderr when there is no callback.
 
     Returns:
@@ -606,4 +544,4 @@ def train(
             distributed.teardown(context)
 
 
-__all__ = ["MODELS_FORMAT", "MODELS_NAME", "InfiniteSampler", "RealBatches", "Trainer", "train"]
+__all__ = ["MODELS_NAME", "Trainer", "train"]

@@ -64,6 +64,7 @@ class Generator(nn.Module):
         width = check_positive_int(width, "width")
         self.size, self.channels = size, check_positive_int(channels, "channels")
         self.num_classes = int(num_classes)
+        self.latent_shape = (self.nz,)  #: the shape of one latent code: ``G(torch.randn(n, *G.latent_shape))``
         levels = _levels(size)
         # hidden maps at 4, 8, ..., size / 2 pixels; widths halve towards the image, the last one is ``width``
         widths = [_width(width, levels - 1 - k) for k in range(levels)]
@@ -121,7 +122,7 @@ class Trunk(nn.Module):
 
 
 class ClassHead(nn.Module):
-    """The auxiliary classifier of a conditional critic on its features ``phi(x)`` (label-geometry paper, MATH §6).
+    """The auxiliary classifier of a conditional critic on its features ``phi(x)`` (label-geometry paper, maths §6).
 
     ``"aam"``: :class:`rankplug.AAMAuxClassifier` (Eq. 7-8); ``"cosine"``: the same with ``m = 0`` (normalised
     features and weights at the same scale, no margin); ``"ce"``: a bias-free linear map with softmax cross

@@ -1,4 +1,4 @@
-"""Image completion and its PSNR / SSIM scores (MATH §7): rankplug.app.eval.completion."""
+"""Image completion and its PSNR / SSIM scores (maths §7): rankplug.app.eval.completion."""
 
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ def test_hole_side_rounds_halves_up():
     assert hole_side(1, 0.09) == 0  # nothing to hide on a 1 x 1 image
 
 
-def test_progress_prints_to_stderr(capsys):
+def test_progress_goes_to_the_rankplug_logger(caplog):
+    caplog.set_level("INFO", logger="rankplug")
     complete_images(
         linear_generator(),
         None,
@@ -84,8 +85,8 @@ def test_progress_prints_to_stderr(capsys):
         perceptual_weight=0,
         progress=True,
     )
-    err = capsys.readouterr().err
-    assert "step 1/3" in err and "step 3/3" in err
+    messages = [r.getMessage() for r in caplog.records if r.name == "rankplug.app.eval.completion"]
+    assert any("step 1/3" in m for m in messages) and any("step 3/3" in m for m in messages)
 
 
 def test_coverages_are_the_papers():

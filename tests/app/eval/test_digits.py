@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from rankplug._checkpoint import atomic_save, safe_load
 from rankplug.app.eval import digits
 from rankplug.app.eval.digits import (
     CACHE_VERSION,
@@ -20,6 +19,7 @@ from rankplug.app.eval.digits import (
     reference_classifier,
     train_classifier,
 )
+from rankplug.stages.checkpoint import atomic_save, safe_load
 
 
 def _random_cov(d: int, seed: int) -> torch.Tensor:

