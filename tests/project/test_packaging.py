@@ -10,6 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 import rankplug
 import rankplug.functional
@@ -39,8 +41,7 @@ def test_importing_rankplug_loads_no_optional_dependency():
     # tqdm is a core dependency (progress bars) and torch itself imports it, so it is not in the list
     code = (
         "import sys; import rankplug, rankplug.functional, rankplug.integrations, rankplug.app.eval, rankplug.app.cli; "
-        "heavy = ['torchvision', 'kornia', 'sklearn', 'matplotlib', 'PIL', 'scipy', 'pytorch_gan_metrics', "
-        "'hypothesis']; "
+        "heavy = ['torchvision', 'kornia', 'sklearn', 'matplotlib', 'PIL', 'scipy', 'torch_fidelity', 'hypothesis']; "
         "print([m for m in heavy if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -69,13 +70,17 @@ def test_wheel_ships_integrations_inside_rankplug_only(wheel):
     assert top_level == {"rankplug"}, top_level
 
 
-def test_wheel_requires_only_torch_tqdm_and_installs_the_command(wheel):
+def test_wheel_requires_only_the_core_and_installs_the_command(wheel):
     with zipfile.ZipFile(wheel) as archive:
         (meta,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         lines = archive.read(meta).decode().splitlines()
-    requires = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")]
-    core = sorted(r.split(">")[0].split("=")[0].split("<")[0].strip() for r in requires if "extra ==" not in r)
-    assert core == ["torch", "tqdm"]  # einops was declared but never imported (issue 10, finding 13)
+    requires = [Requirement(line.split(":", 1)[1].strip()) for line in lines if line.startswith("Requires-Dist:")]
+    core = sorted(r.name for r in requires if "extra ==" not in str(r.marker or ""))
+    # Each one imported: einops was declared but never imported (issue 10, finding 13). safetensors writes and reads
+    # models-stage<i>.safetensors (rankplug.app.weights); tomli reads TOML configs on Python < 3.11 only.
+    assert core == ["safetensors", "tomli", "torch", "tqdm"], core
+    (tomli,) = [r for r in requires if r.name == "tomli"]
+    assert str(tomli.marker) == 'python_version < "3.11"'
     extras = {line.split(":", 1)[1].strip() for line in lines if line.startswith("Provides-Extra:")}
     assert {"demo", "eval", "examples", "test", "all"} <= extras
     with zipfile.ZipFile(wheel) as archive:
@@ -96,9 +101,9 @@ def test_wheel_metadata_licence_classifiers_and_extras(wheel):
     requires = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")]
     eval_extra = [r for r in requires if 'extra == "eval"' in r]
     assert any(r.startswith("pillow") for r in eval_extra), eval_extra
-    # 0.5.3 or the renamed pytorch-image-generation-metrics that later releases install: not pinned to 0.5.3
-    (metrics,) = [r for r in eval_extra if r.startswith("pytorch-gan-metrics")]
-    assert metrics.split(";")[0] == "pytorch-gan-metrics>=0.5.3"
+    # torch-fidelity 0.4 only: rankplug builds its Inception through 0.4's constructor (see pyproject.toml)
+    (fidelity,) = [Requirement(r) for r in eval_extra if Requirement(r).name == "torch-fidelity"]
+    assert fidelity.specifier == SpecifierSet(">=0.4,<0.5"), eval_extra
 
 
 def test_every_public_callable_is_annotated():
