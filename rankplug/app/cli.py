@@ -262,7 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the WGAN-GP baseline")
     demo.add_argument("--conditional", action="store_true", help="AAM vs softmax auxiliary classifier instead")
     demo.add_argument("--seed", type=int, default=0, help="seed of both runs")
-    demo.add_argument("--threads", type=_positive_int, default=1, help="torch threads (1: the same numbers every run)")
+    demo.add_argument(
+        "--threads", type=_positive_int, default=1, help="torch threads per run (1: the same numbers every run)"
+    )
+    demo.add_argument(
+        "--jobs", type=_positive_int, default=2, help="runs trained at once, each in its own process (default 2)"
+    )
     demo.add_argument("--full", action="store_true", help="RankGAN with the paper's settings (longer; says how long)")
     demo.add_argument("--quick", action="store_true", help="a few steps only (a smoke test)")
     demo.add_argument("--inception-weights", default=None, metavar="PATH", help="adds Inception FID / IS")
@@ -314,7 +319,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.conditional:
         demo.run_conditional_demo(args.dir, **_options(args, "seed", "quick", "threads", "progress"))
         return 0
-    options = _options(args, "baseline", "seed", "quick", "full", "threads", "inception_weights", "progress")
+    options = _options(args, "baseline", "seed", "quick", "full", "threads", "jobs", "inception_weights", "progress")
     demo.run_demo(args.dir, **options)
     return 0
 
@@ -344,6 +349,7 @@ def train_config(args: argparse.Namespace) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from rankplug.app.report import gap_summary
     from rankplug.app.runs import check_directory_argument, train_run
 
     config = train_config(args)
@@ -355,11 +361,11 @@ def _train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     result = train_run(args.dir, config, progress=args.progress)
     if int(os.environ.get("RANK", "0")) == 0:
-        last = result["stages"][-1]
-        gap = last["gap"][-1] if last["gap"] else float("nan")
+        gap = gap_summary(result["stages"][-1])["gap_end"]  # the definition `rankplug eval` reports too
         print(
             f"{config.method}: {result['generator_steps']} generator steps in {result['wall_time']:.0f} s; "
-            f"gap at the end {gap:.4f}. Next: rankplug eval {args.dir}"
+            f"gap at the end {float('nan') if gap is None else gap:.4f} (mean of the last 5 records). "
+            f"Next: rankplug eval {args.dir}"
         )
     return 0
 
@@ -436,8 +442,25 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--reference: {error}") from None
     for line in eval_table(results):
         print(line)
+    if any(entry.get("digits_fid") is not None for entry in results):
+        print(_digits_fid_floor(args.run_dir))
+    print("Γ: the mean gap D(x) - D(G(z)) of the stage's last 5 records (GoGAN Eq. 6), as `rankplug train` reports it.")
     print(f"(saved as eval-stage<i>.json in {args.run_dir})")
     return 0
+
+
+def _digits_fid_floor(run_dir: str) -> str:
+    """What a good digits-FID is for this run: the real training digits' own score against the held-out ones."""
+    from rankplug.app.eval import digits as digits_eval
+    from rankplug.app.runs import read_run_config
+
+    config = read_run_config(run_dir)
+    classifier, split = digits_eval.reference_classifier(config.size, source=config.data)
+    floor = digits_eval.digits_fid(classifier, split.test_images, split.train_images)
+    return (
+        f"digits-FID: lower is better; the real training digits score {floor:.2f} against the held-out ones (what a "
+        "generator that matched the data would score), a generator of noise scores in the hundreds or thousands."
+    )
 
 
 # The paper-metric columns of the eval table: header, then how a stage's paper_metrics shows in it.

@@ -80,6 +80,37 @@ def save_grid(images: Tensor, path: str | Path, *, nrow: int = 8, scale: int = 3
     return path
 
 
+def save_labelled_rows(rows: list[tuple[str, Tensor]], path: str | Path, *, scale: int = 4) -> Path:
+    """Write one labelled row of images per ``(label, images)`` as a PNG (PIL): the label at the left, then the
+    images of the row side by side, each enlarged ``scale``-fold.
+
+    Shape:
+        - images of each row: ``(n, C, H, W)`` in ``[-1, 1]``, ``C`` 1 or 3, the same ``H, W`` in every row.
+    """
+    from PIL import Image, ImageDraw
+
+    strips = []
+    for _, images in rows:
+        pixels = images.detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+        n, _, h, w = pixels.shape
+        band = torch.full((3, h + 2, n * (w + 2)), 64, dtype=torch.uint8)
+        for k in range(n):
+            band[:, 1 : 1 + h, k * (w + 2) + 1 : k * (w + 2) + 1 + w] = pixels[k].expand(3, h, w)
+        picture = Image.fromarray(band.permute(1, 2, 0).numpy(), mode="RGB")
+        strips.append(picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST))
+    label_width = 8 + 7 * max(len(label) for label, _ in rows)
+    canvas = Image.new("RGB", (label_width + max(s.width for s in strips), sum(s.height for s in strips)), "white")
+    draw = ImageDraw.Draw(canvas)
+    top = 0
+    for (label, _), strip in zip(rows, strips):
+        canvas.paste(strip, (label_width, top))
+        draw.text((4, top + strip.height // 2 - 5), label, fill="black")
+        top += strip.height
+    path = Path(path)
+    canvas.save(path)
+    return path
+
+
 def plot_score_ladder(results: dict[str, dict[str, Any]], path: str | Path) -> Path:
     """The score ladder (RankGAN Fig. 4) and the gap per stage of each run, as one PNG (matplotlib)."""
     import matplotlib

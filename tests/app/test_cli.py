@@ -56,10 +56,13 @@ def test_demo_writes_everything_the_issue_lists(demo_dir: Path) -> None:
     assert metrics["runs"]["baseline"]["generator_steps"] == rankgan["generator_steps"] == 3 * 4
     for entry in rankgan["stages"]:
         assert entry["digits_fid"] > 0
-        assert len(entry["completion"]["psnr"]) == 5
+        assert entry["completion"]["coverages"] == [0.09, 0.25, 0.49, 0.81]  # 0.64 hides 0.49's square at 8x8
+        assert 0.1 <= entry["classifier_confidence"] <= 1.0
     report = (demo_dir / "report.md").read_text()
     assert "| rankgan | 3 |" in report and "| baseline | 3 |" in report
     assert "score_ladder.png" in report and "samples.png" in report and "class_histogram.png" in report
+    assert "Stage 1 is the same run in both" in report and "mean confidence of" in report
+    assert metrics["reference"]["held_out_confidence"] > 0.9
 
 
 def test_demo_resumes_and_says_so(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -165,7 +168,13 @@ def test_demo_schedule_is_the_documented_one() -> None:
     configs = demo.demo_configs()
     assert set(configs) == {"rankgan", "baseline"}
     for config in configs.values():
-        assert (config.size, config.width, config.stages, config.steps_per_stage) == (8, 64, 3, 400)
+        assert (config.data, config.size, config.width, config.stages, config.steps_per_stage) == (
+            "mnist",
+            16,
+            32,
+            3,
+            300,
+        )
     assert configs["baseline"].method == "wgan-gp" and configs["rankgan"].margin == demo.DEMO_MARGIN
     full = demo.demo_configs(full=True)["rankgan"]
     assert full.encoder and full.clamp_weight == 1.0 and full.plateau_patience is not None  # docs/results.md §1

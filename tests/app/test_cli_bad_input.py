@@ -511,3 +511,29 @@ def test_sample_writes_whole_sets_or_nothing(trained: Path, tmp_path: Path, caps
 def test_sample_bounds_n_by_memory(trained: Path, tmp_path: Path, capsys) -> None:
     status, err = _run_cli(capsys, "sample", str(trained), "--n", str(10**12), "--out", str(tmp_path / "x.npz"))
     assert status == 2 and "does not fit here" in err
+
+
+def test_the_demo_checks_its_packages_before_it_writes(tmp_path: Path, capsys, monkeypatch) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "kornia" else real_find_spec(name, *a)
+    )
+    status, err = _run_cli(capsys, "demo", "--dir", str(tmp_path / "demo"), "--quick", "--no-progress")
+    assert status == 2 and "the demo needs kornia: pip install 'rankplug[demo]'" in err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_the_demo_says_resuming_only_when_there_is_a_checkpoint(tmp_path: Path) -> None:
+    from rankplug.app.demo import _check_demo_dir
+
+    said: list[str] = []
+    wanted = {"seed": 0, "quick": True, "full": False, "baseline": True}
+    _check_demo_dir(tmp_path, wanted, said.append)  # a new directory: demo.json written, nothing said
+    (tmp_path / "rankgan").mkdir()
+    _check_demo_dir(tmp_path, wanted, said.append)  # demo.json, but no checkpoint yet
+    assert said == []
+    (tmp_path / "rankgan" / "models-stage1.safetensors").write_bytes(b"")
+    _check_demo_dir(tmp_path, wanted, said.append)
+    assert len(said) == 1 and "resuming from its last checkpoints" in said[0]

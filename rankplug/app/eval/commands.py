@@ -169,7 +169,7 @@ def evaluate_run(
     Returns:
         One dict per stage, in stage order.
     """
-    from rankplug.app.eval import COVERAGES
+    from rankplug.app.eval import COVERAGES, distinct_coverages
 
     run_dir = Path(run_dir)
     config, files = _open(run_dir)
@@ -178,7 +178,8 @@ def evaluate_run(
     settings = {
         "completion_images": check_positive_int(completion_images, "completion_images"),
         "completion_steps": check_positive_int(completion_steps, "completion_steps"),
-        "coverages": [float(c) for c in (COVERAGES if coverages is None else coverages)],
+        # the papers' fractions, without those that hide the same square as an earlier one at this size
+        "coverages": [float(c) for c in distinct_coverages(COVERAGES if coverages is None else coverages, config.size)],
         "fid_samples": check_positive_int(fid_samples, "fid_samples"),
         "grid_seed": grid_seed,
         "perceptual_weight": perceptual_weight,

@@ -39,6 +39,7 @@ __all__ = [
     "center_mask",
     "complete_images",
     "completion_table",
+    "distinct_coverages",
     "format_table",
     "hole_psnr",
     "hole_side",
@@ -55,6 +56,21 @@ def _check_coverage(coverage: object) -> float:
     if not 0.0 < result < 1.0:
         raise ValueError(f"coverage must lie in the open interval (0, 1), e.g. 0.25 for 25 %; got {result}")
     return result
+
+
+def distinct_coverages(coverages: Sequence[float], size: int) -> tuple[float, ...]:
+    """``coverages`` without those whose hole (:func:`hole_side`) at ``size`` pixels is an earlier one's: at small
+    sizes two of the papers' fractions hide the same square, and a table would show the same numbers twice.
+
+    Example:
+        >>> from rankplug.app.eval import COVERAGES, distinct_coverages
+        >>> distinct_coverages(COVERAGES, 8), distinct_coverages(COVERAGES, 32) == COVERAGES
+        ((0.09, 0.25, 0.49, 0.81), True)
+    """
+    kept: dict[int, float] = {}
+    for coverage in coverages:
+        kept.setdefault(hole_side(size, coverage), coverage)
+    return tuple(kept.values())
 
 
 def hole_side(size: int, coverage: float) -> int:
