@@ -319,12 +319,18 @@ def _story(metrics: dict[str, Any]) -> list[str]:
     ]
     if "baseline" in runs:
         base = runs["baseline"]["stages"][-1]
+        eps = metrics["settings"]["rankgan"]["margin"]
+        same = fids["rankgan"][0] == fids["baseline"][0]
         lines[-1] += (
             f" The WGAN-GP baseline, for the same generator steps: {' -> '.join(fmt(f, 1) for f in fids['baseline'])}"
-            f" (confidence {base['classifier_confidence']:.2f} at the end). Stage 1 is the same run in both: with "
-            f"eps = {metrics['settings']['rankgan']['margin']:g} the margin loss's hinge never closes, so its "
-            "gradient is WGAN-GP's; the runs part at stage 2, where RankGAN ranks the new samples above the frozen "
-            "stage's."
+            f" (confidence {base['classifier_confidence']:.2f} at the end). "
+            + (
+                "Stage 1 is the same run in both"
+                if same
+                else "Stage 1 trains the same loss in both, set apart only by floating-point rounding"
+            )
+            + f": with eps = {eps:g} the margin loss's hinge stays open, so its gradient is WGAN-GP's; the runs part at"
+            " stage 2, where RankGAN ranks the new samples above the frozen stage's."
         )
     lines += [
         "",

@@ -61,7 +61,7 @@ def test_demo_writes_everything_the_issue_lists(demo_dir: Path) -> None:
     report = (demo_dir / "report.md").read_text()
     assert "| rankgan | 3 |" in report and "| baseline | 3 |" in report
     assert "score_ladder.png" in report and "samples.png" in report and "class_histogram.png" in report
-    assert "Stage 1 is the same run in both" in report and "mean confidence of" in report
+    assert "Stage 1 " in report and "so its gradient is WGAN-GP's" in report and "mean confidence of" in report
     assert metrics["reference"]["held_out_confidence"] > 0.9
 
 

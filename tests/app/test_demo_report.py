@@ -26,6 +26,8 @@ def test_story_names_the_confidence_classes_and_fids_of_both_runs():
     assert "10 of the 10 classes" in text
     assert "fewest: 7, 42; most: 9, 208; an even spread is 100 each" in text
     assert "(confidence 0.79 at the end)" in text and "Stage 1 is the same run in both" in text
+    apart = _text({"rankgan": _run([77.7, 41.1], rankgan), "baseline": _run([77.9, 50.0], baseline)})
+    assert "Stage 1 trains the same loss in both, set apart only by floating-point rounding" in apart
     assert "eps = 10" in text and "score 3.2" in text
 
 
