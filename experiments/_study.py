@@ -53,9 +53,10 @@ def train_cached(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     """Train ``config`` in ``run_dir`` (or read it back when it finished before) and return its summary.
 
     The summary holds ``cpu_seconds`` per stage (this process's CPU time while that stage trained, robust to
-    other load on the machine), ``steps`` per stage (the plateau rule may end a stage early), the markers, and
-    per stage the mean activity of every hinge the trainer logged (``active_margin``, ``active_rank``,
-    ``active_clamp``, ...) over the stage's first and last half.
+    other load on the machine), ``cpu_seconds_per_step`` (the rate between the stage's first and last record),
+    ``steps`` per stage (the plateau rule may end a stage early), the markers, and per stage the mean activity
+    of every hinge the trainer logged (``active_margin``, ``active_rank``, ``active_clamp``, ...) over the
+    stage's first and last half.
     """
     done = run_dir / SUMMARY
     if done.is_file():
@@ -84,6 +85,10 @@ def train_cached(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
         end = max(t for s, _, t in stamps if s == stage)
         begin = max([t for s, _, t in stamps if s < stage], default=0.0)
         steps = mine[-1]["step"] - (max((e["step"] for e in events if e["stage"] < stage), default=0))
+        # the stage's steady rate, between its first and last record (without stage 0, data loading, checkpoints)
+        first_time, first_step = min((t, step) for s, step, t in stamps if s == stage)
+        last_step = mine[-1]["step"]
+        rate = (end - first_time) / (last_step - first_step) if last_step > first_step else None
         per_stage.append(
             {
                 "stage": stage,
@@ -91,6 +96,7 @@ def train_cached(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
                 "generator_steps_end": mine[-1]["step"],
                 "cpu_seconds": end - begin,
                 "cpu_seconds_end": end,
+                "cpu_seconds_per_step": rate,
                 "markers": mine[-1].get("markers"),
                 "hinges": _hinge_activity(mine),
                 "gap_end": mine[-1]["gap"],

@@ -99,8 +99,8 @@ def triplet_state(run_dir: Path, batches: int = 4) -> dict[str, float]:
     real images and the mean margin h (Eq. 4), over ``batches`` batches of the run's size."""
     from rankplug.app.data import open_dataset
     from rankplug.app.eval.commands import generate
-    from rankplug.functional import data_dependent_margin, triplet_metric_discriminator_loss
     from rankplug.app.runs import load_stage_models, read_run_config, stage_files
+    from rankplug.functional import data_dependent_margin, triplet_metric_discriminator_loss
 
     config = read_run_config(run_dir)
     models = load_stage_models(stage_files(run_dir)[-1][1], config=config)
