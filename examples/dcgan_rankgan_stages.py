@@ -1,6 +1,6 @@
 """DCGAN (the shape of pytorch/examples dcgan/main.py) trained in RankGAN stages: ten changed lines.
 
-This is ``dcgan_margin.py`` plus the lines marked ``# rankplug`` and the ``if epoch > 0`` block (MATH §3,
+This is ``dcgan_margin.py`` plus the lines marked ``# rankplug`` and the ``if epoch > 0`` block (maths §3,
 RankGAN Algorithm 1), one stage per epoch:
 
 - stage 1 (epoch 0) trains the critic with the margin loss (Eq. 3) plus the gradient penalty (Eq. 5);

@@ -31,10 +31,11 @@ import copy
 import json
 import math
 import os
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, NamedTuple, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -667,12 +668,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             loss_kwargs=loss_kwargs,
         )
         if dist.is_available() and dist.is_initialized():
-            dist.barrier()  # the ranks leave together: a gloo rank that exits alone can abort
+            dist.barrier()  # every rank is done with the group before any leaves it
         return result
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 
 
+def leave_process(status: int = 0) -> NoReturn:
+    """End a ``torchrun`` rank at once, without Python's interpreter shutdown (call after :func:`main` returns).
+
+    torch's gloo backend runs each collective on a worker thread, and ``destroy_process_group`` leaves those threads
+    running. The gradient all-reduces that DDP starts inside ``backward`` carry a Python object (the context
+    ``backward`` stashes in thread-local state). If a worker thread lets go of the last one while the interpreter
+    shuts down, it must take the GIL to release that object; Python ends such a thread with ``pthread_exit``, and the
+    C++ runtime aborts the process: "terminate called without an active exception", exit code -6 (SIGABRT), at
+    random, more often on a busy machine. :func:`main` has met every rank at a barrier, left the process group and
+    closed its files by then, so skipping the shutdown loses nothing; only the output buffers are flushed here.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
     main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun rank, done: see leave_process
+        leave_process(0)

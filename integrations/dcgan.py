@@ -13,9 +13,9 @@ order:
 :func:`margin_criterion` replaces that one line. It swaps the Sigmoid for ``nn.Identity()`` (the layer has no
 parameters, so the ``state_dict`` keys are unchanged) and returns a :class:`DCGANCriterion`, which recognises the
 three calls by their order and label value and turns them into a critic trained with the pairwise margin loss of
-RankGAN Eq. 3 / GoGAN Eq. 2 (MATH §1) on raw scores, and a generator trained with the WGAN generator loss
+RankGAN Eq. 3 / GoGAN Eq. 2 (maths §1) on raw scores, and a generator trained with the WGAN generator loss
 (GoGAN Sec. 3.2). With ``prev_fake_scores`` passed to call 2 it trains RankGAN's stage ``i >= 2`` instead
-(Eq. 4 + 6, MATH §3); see ``docs/integrations_dcgan.md``. The losses themselves come from a
+(Eq. 4 + 6, maths §3); see ``docs/integrations_dcgan.md``. The losses themselves come from a
 :class:`rankplug.StageObjective`, the core's stage recipe: the criterion only maps upstream's three calls to its
 critic and generator losses.
 
@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from rankplug.losses import StageRankLoss
-from rankplug.objectives import StageObjective
+from rankplug.methods import MarginGAN, RankGAN, StageObjective
 from rankplug.stages import StageManager
 
 __all__ = ["DCGANCriterion", "batch_statistics_markers", "margin_criterion", "strip_sigmoid"]
@@ -65,7 +65,7 @@ def _main_of(discriminator: nn.Module) -> nn.Sequential:
 def strip_sigmoid(discriminator: nn.Module) -> nn.Module:
     """Replace the final ``nn.Sigmoid()`` of ``discriminator.main`` by ``nn.Identity()``, in place.
 
-    The critic then returns raw scores (higher means more real, MATH "Conventions"). Neither layer has
+    The critic then returns raw scores (higher means more real, maths page, "Conventions"). Neither layer has
     parameters or buffers, so ``state_dict()`` keys and checkpoints are unchanged. A discriminator whose last
     layer is already ``nn.Identity()`` is left as it is, so calling this twice is harmless.
 
@@ -131,25 +131,25 @@ def _criterion_objective(
     margin = 1.0 if margin is None else margin
     # gp_weight 0: with these options the script adds its own gradient penalty (Eq. 5) to call 2's result.
     if rank is None:
-        return StageObjective("margin", margin=margin, gp_weight=0.0)
-    built = StageObjective("rankgan", margin=margin, clamp_weight=rank.clamp_weight, gp_weight=0.0)
+        return MarginGAN(margin=margin, gp_weight=0.0)
+    built = RankGAN(margin=margin, clamp_weight=rank.clamp_weight, gp_weight=0.0)
     # The user's rank loss itself, not a copy: the markers (and reduction) they set on it are the ones used.
     built.rank_loss = rank
     return built
 
 
 class DCGANCriterion(nn.Module):
-    r"""Stateful stand-in for upstream's ``nn.BCELoss()`` that trains ``netD`` as a margin critic (MATH §1).
+    r"""Stateful stand-in for upstream's ``nn.BCELoss()`` that trains ``netD`` as a margin critic (maths §1).
 
     It recognises upstream's three calls per batch by their order and label value:
 
-    ============  =====================================  ======  =====================================================
-    call          scores                                 label   returns
-    ============  =====================================  ======  =====================================================
-    1 (errD_real) ``D(x)``                               real    a zero leaf; ``D(x)`` is kept, graph and all
-    2 (errD_fake) ``D(G(z))``, ``fake.detach()``         fake    the full critic loss on ``D(x)`` and ``D(G(z))``
-    3 (errG)      ``D(G(z))``                            real    the generator loss
-    ============  =====================================  ======  =====================================================
+    ==============  =====================================  ======  =====================================================
+    call            scores                                 label   returns
+    ==============  =====================================  ======  =====================================================
+    1 (errD_real)   ``D(x)``                               real    a zero leaf; ``D(x)`` is kept, graph and all
+    2 (errD_fake)   ``D(G(z))``, ``fake.detach()``         fake    the full critic loss on ``D(x)`` and ``D(G(z))``
+    3 (errG)        ``D(G(z))``                            real    the generator loss
+    ==============  =====================================  ======  =====================================================
 
     .. math::
         \text{call 2:}\ \ell_k = \big[\, D(G(z_k)) + \epsilon - D(x_k) \,\big]_+ \quad\text{(RankGAN Eq. 3)},
@@ -164,7 +164,7 @@ class DCGANCriterion(nn.Module):
     margin loss, and upstream's printed ``errD = errD_real + errD_fake`` is the margin loss's value. The scores
     that upstream prints as ``D(x)`` and ``D(G(z))`` are raw critic scores, no longer probabilities.
 
-    **RankGAN stages** (Eq. 4 + 6, MATH §3): pass ``rank`` and give call 2 the current critic's scores of the
+    **RankGAN stages** (Eq. 4 + 6, maths §3): pass ``rank`` and give call 2 the current critic's scores of the
     previous generator's samples, ``criterion(output, label, prev_fake_scores=netD(G_prev(noise)))``. Call 2 then
     returns ``rank(D_i(x), D_i(G_i(z)), D_i(G_{i-1}(z)))`` and call 3 the generator half of Eq. 4,
     ``[D_i(x) - D_i(G_i(z))]_+``, where ``D_i(x)`` is call 1's real scores, detached (taken before this batch's
@@ -174,7 +174,7 @@ class DCGANCriterion(nn.Module):
     Call 2 returns ``objective.critic_loss`` and call 3 ``objective.generator_loss``, at stage 1 without
     ``prev_fake_scores`` and at stage 2 (any stage ``i >= 2``: only whether a previous stage exists matters) with
     them; ``prev_fake_scores`` are the scores of the critic that ``objective.judge(stage)`` names, the current
-    ``netD`` for RankGAN and the frozen ``D_{i-1}`` for GoGAN (:func:`rankplug.objectives.critic_judge`).
+    ``netD`` for RankGAN and the frozen ``D_{i-1}`` for GoGAN (:func:`rankplug.methods.critic_judge`).
     ``objective.penalty(netD, real, fake)`` is the gradient penalty to add to call 2's result. ``margin`` and
     ``rank`` are shorthands for ``StageObjective("margin", margin=margin)`` and for a ``"rankgan"`` objective
     that uses ``rank`` itself (its markers, clamp weight and reduction).
@@ -233,12 +233,12 @@ class DCGANCriterion(nn.Module):
     @property
     def margin(self) -> float:
         """``epsilon`` of the objective's margin loss (RankGAN Eq. 3)."""
-        return self.objective.margin_loss.margin
+        return self.objective.settings.margin
 
     @property
     def rank(self) -> StageRankLoss | None:
         """The RankGAN ranking loss (Eq. 4 + 6) the objective uses from stage 2 on, or ``None`` for other variants."""
-        return self.objective.rank_loss if self.objective.needs_markers(2) else None
+        return self.objective.rank_loss if isinstance(self.objective, RankGAN) else None
 
     def reset(self) -> None:
         """Forget the current batch; the next call must be call 1 (real scores with the real label)."""

@@ -3,7 +3,7 @@ r"""StarGAN (yunjey/stargan) adapter: the angular-margin auxiliary classifier in
 StarGAN's discriminator ends in two heads over its last feature map ``h`` of shape ``(N, C, S, S)``: ``conv1``
 scores real/fake and ``conv2 = Conv2d(C, c_dim, kernel_size=S, bias=False)`` classifies the domain. A conv whose
 kernel covers the whole map is a linear map of the flattened features, so the label-geometry paper's ArcFace
-classifier (Eq. 7-8, MATH §6) is the cosine version of exactly that layer:
+classifier (Eq. 7-8, maths §6) is the cosine version of exactly that layer:
 
 .. math::
     \text{out\_cls}_j = s \cos\theta_j = s\, \hat W_j \cdot \hat\phi(x), \qquad
@@ -116,7 +116,7 @@ def install_aam_head(
         if conv.bias is not None:
             raise ValueError(
                 f"{name}.conv2 has a bias; expected StarGAN's conv2 with bias=False (the AAM classifier's bias is "
-                f"0, MATH §6), so there is no bias Parameter to drop from the optimizer or the checkpoint"
+                f"0, maths §6), so there is no bias Parameter to drop from the optimizer or the checkpoint"
             )
         head = AAMAuxClassifier.from_conv(conv, scale=scale, margin=margin, multi_label=multi_label)
     else:
@@ -135,7 +135,7 @@ def classification_loss(
     scale: float = DEFAULT_AAM_SCALE,
     margin: float = DEFAULT_AAM_MARGIN,
 ) -> Tensor:
-    r"""StarGAN's ``classification_loss`` with the additive angular margin, label-geometry paper Eq. 7-8 (MATH §6).
+    r"""StarGAN's ``classification_loss`` with the additive angular margin, label-geometry paper Eq. 7-8 (maths §6).
 
     ``logit`` is what the patched ``D`` returns as ``out_cls``: the margin-free ``s cos(theta)``. The loss divides
     by ``s`` to recover ``cos(theta)`` and adds the margin to the target side:
@@ -211,7 +211,7 @@ def patch_solver(
     scale: float = DEFAULT_AAM_SCALE,
     margin: float = DEFAULT_AAM_MARGIN,
 ) -> AAMAuxClassifier:
-    """Switch a built StarGAN ``Solver`` to the angular-margin classifier (label-geometry paper Eq. 7-8, MATH §6).
+    """Switch a built StarGAN ``Solver`` to the angular-margin classifier (label-geometry paper Eq. 7-8, maths §6).
 
     Call it right after ``solver = Solver(celeba_loader, rafd_loader, config)`` and before ``solver.train()``,
     ``train_multi()`` or ``test()``; nothing else in StarGAN changes. It installs the head in place of

@@ -12,7 +12,7 @@ so the user's copy changes by two lines in ``src/loader.py``::
     ...
     rankplug.integrations.studiogan.patch_worker(worker, **rankplug.integrations.studiogan.options_from_env())
 
-Stages (MATH §1-§3): stage 1 (no ``previous``) the margin loss ``[D(G(z)) + eps - D(x)]_+`` and the WGAN
+Stages (maths §1-§3): stage 1 (no ``previous``) the margin loss ``[D(G(z)) + eps - D(x)]_+`` and the WGAN
 generator loss ``-D(G(z))``; stage ``i >= 2`` RankGAN (the live ``D_i`` also scores ``G_{i-1}(z)``, with the same
 ``z`` and labels as the step's fakes, plus the clamp with markers, Eq. 4 + 6) or GoGAN (the frozen ``D_{i-1}``
 scores them, Eq. 3-5). StudioGAN's own regularisers (``apply_gp``, ``apply_r1_reg``, LeCam, CR, ...), its
@@ -32,7 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from rankplug._validation import check_choice, check_int_at_least, check_positive_int
-from rankplug.objectives import VARIANTS, StageObjective
+from rankplug.integrations.settings import check_device_setting, check_variable_names
+from rankplug.methods import METHODS, StageObjective
 from rankplug.stages import BankDraw, PreviousStageBank, freeze, marker_statistics, unwrap
 
 #: The environment variables :func:`options_from_env` reads, and the :func:`patch_worker` keyword each one sets.
@@ -48,27 +49,44 @@ ENVIRONMENT = {
     "RANKPLUG_BANK_REFRESH_EVERY": ("bank_refresh_every", int),
     "RANKPLUG_BANK_DEVICE": ("bank_device", str),
 }
+#: The settings of the previous-stage bank, which only a stage >= 2 (``RANKPLUG_PREVIOUS``) has.
+BANK_VARIABLES = ("RANKPLUG_BANK_SIZE", "RANKPLUG_BANK_REFRESH_EVERY", "RANKPLUG_BANK_DEVICE")
 #: The variants a StudioGAN critic can train with: every score variant of the core (``mbgan`` needs embeddings).
-SCORE_VARIANTS = tuple(v for v in VARIANTS if v != "mbgan")
+SCORE_VARIANTS = tuple(name for name, method in METHODS.items() if not method.embeds)
 
 
 def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The :func:`patch_worker` options set in the environment (see :data:`ENVIRONMENT`); unset ones are left out.
+
+    Refused, with a ``ValueError`` that names the variable: a ``RANKPLUG_*`` name that is not a setting (a typo,
+    with the closest setting's name; rankplug's other variables, ``rankplug.integrations.settings.OTHER_VARIABLES``,
+    are left alone), a value of the wrong type, a device this machine does not have in ``RANKPLUG_BANK_DEVICE``,
+    and the bank variables (:data:`BANK_VARIABLES`) without ``RANKPLUG_PREVIOUS``: stage 1 has no bank.
 
     Example:
         >>> options_from_env({"RANKPLUG_PREVIOUS": "ckpts/run1", "RANKPLUG_CLAMP_WEIGHT": "1", "HOME": "/root"})
         {'previous': 'ckpts/run1', 'clamp_weight': 1.0}
     """
     environ = os.environ if environ is None else environ
+    check_variable_names(environ, ENVIRONMENT)
+    given = {name: text for name, text in environ.items() if name in ENVIRONMENT and text != ""}
+    bank = [name for name in BANK_VARIABLES if name in given]
+    if bank and "RANKPLUG_PREVIOUS" not in given:
+        raise ValueError(
+            f"{', '.join(bank)} set without RANKPLUG_PREVIOUS: the bank holds the previous stage's outputs, so it "
+            "needs a previous stage (set RANKPLUG_PREVIOUS to its checkpoint folder, or unset the bank variables "
+            "for stage 1)"
+        )
     options: dict[str, Any] = {}
     for name, (keyword, kind) in ENVIRONMENT.items():
-        text = environ.get(name)
-        if text is None or text == "":
+        if name not in given:
             continue
         try:
-            options[keyword] = kind(text)
+            options[keyword] = kind(given[name])
         except ValueError:
-            raise ValueError(f"{name} must be a {kind.__name__}; got {text!r}") from None
+            raise ValueError(f"{name} must be a {kind.__name__}; got {given[name]!r}") from None
+    if "bank_device" in options:
+        check_device_setting(options["bank_device"], "RANKPLUG_BANK_DEVICE")
     return options
 
 
@@ -92,7 +110,7 @@ def _state_dict(path: str) -> dict[str, Tensor]:
 
 
 class StudioGANStageLoss:
-    r"""StudioGAN's ``d_loss`` / ``g_loss`` pair for RankGAN / GoGAN stages (MATH §1-§3), bound to a ``WORKER``.
+    r"""StudioGAN's ``d_loss`` / ``g_loss`` pair for RankGAN / GoGAN stages (maths §1-§3), bound to a ``WORKER``.
 
     .. math::
         \text{stage 1:}\quad L_D = [\, D(G(z)) + \epsilon - D(x) \,]_+, \qquad L_G = -D(G(z))
@@ -317,6 +335,7 @@ class StudioGANStageLoss:
         # Kept scores are only exact when nothing random stands between G_{i-1}(z) and D_{i-1}: no augmentation.
         previous_judge = self.objective.judge(2) == "previous"
         keep: Literal["images", "scores"] = "scores" if previous_judge and not self._augments() else "images"
+        device = check_device_setting(device, "bank_device")
         self.bank = PreviousStageBank(classes * self._per_class, keep=keep, device=device, refresh_every=refresh_every)
         train_discriminator = worker.train_discriminator
 
@@ -524,4 +543,4 @@ def patch_worker(worker: Any, **options: Any) -> StudioGANStageLoss:
     return loss
 
 
-__all__ = ["ENVIRONMENT", "SCORE_VARIANTS", "StudioGANStageLoss", "options_from_env", "patch_worker"]
+__all__ = ["BANK_VARIABLES", "ENVIRONMENT", "SCORE_VARIANTS", "StudioGANStageLoss", "options_from_env", "patch_worker"]

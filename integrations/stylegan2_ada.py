@@ -9,7 +9,7 @@ that interface, so the host needs only the loss's class path in ``loss_kwargs``,
     python -m rankplug.integrations.stylegan2_ada_launch STYLEGAN2_ADA_DIR --previous=PKL -- --outdir=runs --data=...
 
 Nothing from the host is imported at import time; ``torch_utils.training_stats`` and ``torch_utils.misc`` are
-imported when a phase runs (the host repository is on ``sys.path`` then). Stages (MATH §1-§3):
+imported when a phase runs (the host repository is on ``sys.path`` then). Stages (maths §1-§3):
 
 - **stage 1** (``previous=None``): the pairwise margin loss ``[D(G(z)) + eps - D(x)]_+`` for ``D`` and the WGAN
   loss ``-D(G(z))`` for ``G``;
@@ -27,173 +27,47 @@ Every discriminator input, the previous stage's fakes included, goes through ``a
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import math
 import os
-import pickle
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal, Optional, Union
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, Optional
 
 import torch
 from torch import Tensor, nn
 
 from rankplug._validation import check_choice, check_int_at_least, check_nonnegative, check_positive_int
-from rankplug.objectives import STAGED, Judge, StageObjective
+from rankplug.integrations.settings import check_device_setting
+from rankplug.integrations.stylegan2_ada_bank import (
+    draw_rows,
+    frozen_generator,
+    live_generator_on_rows,
+    split_rows,
+)
+from rankplug.integrations.stylegan2_ada_host import (
+    PreviousStage,
+    cat_scores,
+    dataset_marker_batches,
+    global_count,
+    host_ddp_sync,
+    host_report,
+    load_snapshot,
+    marker_data_batches,
+    open_host_dataset,
+    previous_networks,
+    rank_and_world,
+)
+from rankplug.methods import STAGED, Judge, StageObjective
 from rankplug.stages import BankDraw, PreviousStageBank, freeze, marker_statistics, unwrap
 
 PHASES = ("Gmain", "Greg", "Gboth", "Dmain", "Dreg", "Dboth")
-
-#: What ``previous`` may be: a snapshot pickle's path, the snapshot's dict (``{"G": ..., "D": ...}``) or ``(G, D)``.
-PreviousStage = Union[str, "os.PathLike[str]", Mapping[str, nn.Module], Sequence[nn.Module], None]
 
 #: A ``Dmain`` round's ``D(aug(G_i(z)))`` and, from stage 2, the judge's scores of ``G_{i-1}(z)``.
 FakeScores = tuple[Tensor, Optional[Tensor]]
 
 
-# ------------------------------------------------------------------------------------------------ host hooks
-def _host_report() -> Callable[[str, Any], Any]:
-    """The host's ``training_stats.report``, or a no-op when the host's ``torch_utils`` is not importable."""
-    try:
-        from torch_utils import training_stats
-    except ImportError:
-        return lambda name, value: value
-    return training_stats.report
-
-
-#: The host's ``misc.ddp_sync(module, sync)``: a context manager; ``module`` is any network the loss runs.
-DDPSync = Callable[[Any, bool], contextlib.AbstractContextManager[None]]
-
-
-@contextlib.contextmanager
-def _fallback_ddp_sync(module: object, sync: bool) -> Iterator[None]:
-    # Without the host's helper: the same contract, no gradient all-reduce for a DDP module unless ``sync``.
-    if isinstance(module, nn.parallel.DistributedDataParallel) and not sync:
-        with module.no_sync():
-            yield
-    else:
-        yield
-
-
-def _host_ddp_sync() -> DDPSync:
-    """The host's ``misc.ddp_sync``, or an equivalent when the host's ``torch_utils`` is not importable."""
-    try:
-        from torch_utils import misc
-    except ImportError:
-        return _fallback_ddp_sync
-    return misc.ddp_sync
-
-
-# ---------------------------------------------------------------------------------------- previous snapshot
-def load_snapshot(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a host network snapshot (``network-snapshot-*.pkl``): a dict with ``G``, ``D``, ``G_ema``, ``augment_pipe``.
-
-    Uses the host's ``legacy.load_network_pkl`` when importable (it also converts old TensorFlow pickles), plain
-    :mod:`pickle` otherwise. Either way the host's modules must be importable. **A pickle runs code when it is
-    loaded: only load snapshots you trust.**
-
-    Example:
-        >>> import pickle, tempfile, pathlib
-        >>> path = pathlib.Path(tempfile.mkdtemp()) / "snapshot.pkl"
-        >>> _ = path.write_bytes(pickle.dumps({"G": torch.nn.Linear(2, 2), "D": torch.nn.Linear(2, 1)}))
-        >>> sorted(load_snapshot(path))
-        ['D', 'G']
-    """
-    with open(path, "rb") as file:
-        try:
-            import legacy  # the host's loader, importable when the host repository is on sys.path
-        except ImportError:
-            data = pickle.load(file)
-        else:
-            data = legacy.load_network_pkl(file)
-    if not isinstance(data, Mapping):
-        raise TypeError(f"{os.fspath(path)!r} holds a {type(data).__name__}; expected a snapshot dict with 'G' and 'D'")
-    return dict(data)
-
-
-def _previous_networks(previous: PreviousStage, generator_key: str) -> tuple[nn.Module, nn.Module]:
-    source = load_snapshot(previous) if isinstance(previous, (str, os.PathLike)) else previous
-    if isinstance(source, Mapping):
-        missing = [key for key in (generator_key, "D") if key not in source]
-        if missing:
-            raise ValueError(f"the previous snapshot has no {missing}; it holds {sorted(source)}")
-        generator, discriminator = source[generator_key], source["D"]
-    elif isinstance(source, Sequence) and not isinstance(source, str) and len(source) == 2:
-        generator, discriminator = source
-    else:
-        raise TypeError(
-            "previous must be None, a snapshot path, a snapshot dict with 'G' and 'D', or a (G, D) pair; "
-            f"got {type(previous).__name__}"
-        )
-    for name, module in (("previous generator", generator), ("previous discriminator", discriminator)):
-        if not isinstance(module, nn.Module):
-            raise TypeError(f"the {name} must be a torch.nn.Module; got {type(module).__name__}")
-    return generator, discriminator
-
-
-# ----------------------------------------------------------------------------------------- marker data set
-def _describe(spec: object) -> str:
-    return repr(os.fspath(spec)) if isinstance(spec, (str, os.PathLike)) else repr(dict(spec))  # type: ignore[call-overload]
-
-
-def open_host_dataset(spec: str | os.PathLike[str] | Mapping[str, Any], *, use_labels: bool = False) -> Any:
-    """The host's data set from a path (``training.dataset.ImageFolderDataset``) or its ``training_set_kwargs``.
-
-    ``spec`` is JSON-friendly: a folder or zip path, or a dict with an optional ``class_name`` (default
-    ``"training.dataset.ImageFolderDataset"``) and that class's keywords, e.g. the ``training_set_kwargs`` that
-    ``train.py`` writes to ``training_options.json``. The host's ``training`` package must be importable.
-
-    Shape:
-        - Output ``dataset[i]``: ``(image, label)``, ``image`` ``uint8`` ``(C, R, R)``, ``label`` ``(c_dim,)``.
-
-    Example:
-        >>> import sys, types
-        >>> host = types.ModuleType("my_datasets")
-        >>> host.Pairs = lambda path, **options: [(path, options)]
-        >>> sys.modules["my_datasets"] = host
-        >>> open_host_dataset({"class_name": "my_datasets.Pairs", "path": "data.zip", "xflip": False})
-        [('data.zip', {'xflip': False})]
-        >>> del sys.modules["my_datasets"]
-    """
-    if isinstance(spec, (str, os.PathLike)):
-        kwargs: dict[str, Any] = {"path": os.fspath(spec), "use_labels": use_labels}
-    elif isinstance(spec, Mapping):
-        kwargs = dict(spec)
-    else:
-        raise TypeError(f"marker_dataset must be a path or a dict of data set options; got {type(spec).__name__}")
-    class_name = kwargs.pop("class_name", "training.dataset.ImageFolderDataset")
-    module_name, _, attribute = str(class_name).rpartition(".")
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise ImportError(
-            f"marker_dataset needs the host's {class_name!r} (is the stylegan2-ada-pytorch checkout on sys.path?): "
-            f"{error}"
-        ) from error
-    return factory(**kwargs)
-
-
-def _rank_and_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _cat_scores(scores: list[Tensor], device: torch.device) -> Tensor:
-    # A rank may get no image when the data set is smaller than the number of ranks: it still joins the gather.
-    return torch.cat(scores) if scores else torch.zeros(0, device=device)
-
-
-def _global_count(scores: Tensor) -> int:
-    count = torch.tensor([scores.numel()], device=scores.device)
-    if _rank_and_world()[1] > 1:
-        torch.distributed.all_reduce(count)
-    return int(count.item())
-
-
 # ------------------------------------------------------------------------------------------------- the loss
 class RankGANLoss:
-    r"""StyleGAN2-ADA loss for RankGAN / GoGAN stages (MATH §1-§3), with R1, path-length regularisation and ADA.
+    r"""StyleGAN2-ADA loss for RankGAN / GoGAN stages (maths §1-§3), with R1, path-length regularisation and ADA.
 
     A drop-in for the host's ``training.loss.StyleGAN2Loss``: the same constructor arguments (the loop passes
     ``device``, ``G_mapping``, ``G_synthesis``, ``D`` and ``augment_pipe``; the rest come from ``loss_kwargs``)
@@ -245,23 +119,11 @@ class RankGANLoss:
     Read them back from :attr:`markers` and the sample sizes from :attr:`marker_sample_sizes`.
 
     **The previous-stage bank** (``bank_size = K > 0``, opt-in; :class:`rankplug.stages.PreviousStageBank`).
-    At the first ``Dmain`` / ``Dboth`` the loss draws ``K`` rows of everything a host generator call draws --
-    ``z``, a label ``c`` (the data set's label of a random image, as the host draws ``gen_c``; needs
-    ``marker_dataset`` when ``c_dim > 0``), and the style-mixing draw (with probability ``style_mixing_prob`` a
-    second latent ``z2`` and a cutoff layer, per row) -- and keeps the frozen ``G_{i-1}``'s images on them. Each
-    ``Dmain`` round then takes its ``z``, ``c`` and mixing from ``N`` drawn rows instead of the host's ``gen_z`` /
-    ``gen_c`` (the same distributions), feeds them to the live ``G_i`` and pairs the result with the kept
-    ``G_{i-1}`` images, so each pair of RankGAN Eq. 4 / GoGAN Eq. 4 stays exact and ``G_{i-1}`` no longer runs per
-    step. Two things differ from the per-step path, both only in how often a draw is reused: a kept image carries
-    the synthesis noise drawn at fill time, and the critic sees ``G_{i-1}`` on ``K`` rows until a refresh
-    (``bank_refresh_every`` draws; ``None``: once per run). Every critic input still goes through
-    ``augment_pipe`` at use, at the current ADA probability, so the bank keeps un-augmented images; only GoGAN
-    without an ``augment_pipe`` keeps the frozen critic's scores instead (``keep="scores"``, which also saves
-    ``D_{i-1}``'s forward). **Memory**: ``4 K (2 z_dim + c_dim + 1 + C R^2)`` bytes on ``bank_device``
-    (``4 K (2 z_dim + c_dim + 2)`` for scores): 3.0 GiB for ``K = 4096`` at 256x256 RGB with ``z_dim = 512``,
-    so keep large banks on the CPU (``bank_device="cpu"``; each draw copies ``N`` rows over). The host's
-    snapshots do not hold the bank: a resumed run fills a new one. Under DDP each rank fills its own from its own
-    random state. Cost: ``docs/integrations_stylegan2_ada.md`` (``python -m benchmarks.stylegan2_ada_bank``).
+    At the first ``Dmain`` / ``Dboth`` the frozen ``G_{i-1}`` runs once on ``K`` drawn rows (``z``, a label and
+    the style-mixing draw, :mod:`rankplug.integrations.stylegan2_ada_bank`); each ``Dmain`` round then feeds ``N``
+    of those rows to the live ``G_i`` and pairs the result with their kept ``G_{i-1}`` images, so each pair of
+    RankGAN / GoGAN Eq. 4 stays exact. That module's docstring says what is kept, what differs from the per-step
+    path (only reuse) and the memory (``bank_device="cpu"`` for large banks).
 
     **ADA.** The host adapts the augmentation probability from ``Loss/signs/real``. Margin and ranking losses
     leave the score's offset free (adding a constant to every score changes nothing), so the sign of the raw
@@ -400,7 +262,7 @@ class RankGANLoss:
         self.previous_G: nn.Module | None = None
         self.previous_D: nn.Module | None = None
         if previous is not None:
-            generator, discriminator = _previous_networks(previous, generator_key)
+            generator, discriminator = previous_networks(previous, generator_key)
             # Frozen deep copies: the host's requires_grad_(True) on the live phase module never reaches them,
             # and they are plain modules, so DDP never sees them.
             self.previous_G = freeze(generator).to(self.device)
@@ -412,7 +274,8 @@ class RankGANLoss:
             keep: Literal["images", "scores"] = (
                 "scores" if self.objective.judge(2) == "previous" and augment_pipe is None else "images"
             )
-            self.bank = PreviousStageBank(bank_size, keep=keep, device=bank_device, refresh_every=bank_refresh_every)
+            device = check_device_setting(bank_device, "bank_device")
+            self.bank = PreviousStageBank(bank_size, keep=keep, device=device, refresh_every=bank_refresh_every)
 
     # ---------------------------------------------------------------------------------------------- helpers
     @property
@@ -444,7 +307,7 @@ class RankGANLoss:
         return torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1), (z2, cutoff)
 
     def _run_generator(self, z: Tensor, c: Tensor, sync: bool) -> tuple[Tensor, Tensor, Any]:
-        ddp_sync = _host_ddp_sync()
+        ddp_sync = host_ddp_sync()
         with ddp_sync(self.G_mapping, sync):
             ws = self.G_mapping(z, c)
             ws, mix = self._mix_styles(ws, z, c, self.G_mapping)
@@ -454,21 +317,13 @@ class RankGANLoss:
 
     def _run_previous_generator(self, z: Tensor, c: Tensor, mix: Any) -> Tensor:
         """``G_{i-1}(z)`` under no_grad, with the live generator's style-mixing draw so both see the same latents."""
-        generator = self.previous_G
-        assert generator is not None  # callers check the stage; an internal invariant, not user input
-        with torch.no_grad():
-            mapping, synthesis = getattr(generator, "mapping", None), getattr(generator, "synthesis", None)
-            if mapping is None or synthesis is None:
-                return generator(z, c)  # a generator without the host's split: no style mixing to repeat
-            ws = mapping(z, c)
-            if mix is not None:
-                z2, cutoff = mix
-                ws = torch.cat([ws[:, :cutoff], mapping(z2, c, skip_w_avg_update=True)[:, cutoff:]], dim=1)
-            return synthesis(ws)
+        assert self.previous_G is not None  # callers check the stage; an internal invariant, not user input
+        z2, cutoff = mix if mix is not None else (z, 0)
+        return frozen_generator(self.previous_G, z, c, z2, torch.full((z.shape[0],), cutoff, device=z.device))
 
     def _run_discriminator(self, img: Tensor, c: Tensor, sync: bool) -> Tensor:
         img = self._augment(img)
-        with _host_ddp_sync()(self.D, sync):
+        with host_ddp_sync()(self.D, sync):
             return self.D(img, c)
 
     def _run_previous_discriminator(self, img: Tensor, c: Tensor) -> Tensor:
@@ -482,22 +337,6 @@ class RankGANLoss:
         return (scores.detach() - reference).sign()
 
     # ---------------------------------------------------------------------------------------------- markers
-    def _marker_batches(self, real_img: Tensor, real_c: Tensor) -> list[tuple[Tensor, Tensor]]:
-        if self.marker_data is None:
-            return [(real_img, real_c)]
-        batches = []
-        for batch in self.marker_data:
-            img, c = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
-            img = img.to(self.device, torch.float32)
-            if c is None:
-                c = real_c[:1].new_zeros(img.shape[0], real_c.shape[1])  # unconditional data: empty labels
-            batches.append((img, c.to(self.device)))
-            if len(batches) == self.marker_batches:
-                break
-        if not batches:
-            raise ValueError("marker_data is empty; expected at least one batch of real images")
-        return batches
-
     def compute_markers(self, real_img: Tensor, real_c: Tensor, gen_c: Tensor) -> tuple[float, float]:
         """RankGAN's markers (Eq. 6) with the frozen previous stage; see the class docstring. Stored in :attr:`markers`.
 
@@ -510,10 +349,14 @@ class RankGANLoss:
         with torch.no_grad():
             if self.marker_dataset is not None:
                 # As many fakes as reals, each with a real image's label: the data's label distribution.
-                real_batches = list(self._dataset_marker_batches(real_img.shape[0], real_c.shape[1]))
+                real_batches = list(
+                    dataset_marker_batches(
+                        self.marker_dataset, self.marker_images, real_img.shape[0], real_c.shape[1], self.device
+                    )
+                )
                 fake_labels = [c for _, c in real_batches]
             else:
-                real_batches = self._marker_batches(real_img, real_c)
+                real_batches = marker_data_batches(self.marker_data, self.marker_batches, real_img, real_c, self.device)
                 fake_labels = [gen_c] * self.marker_batches
             for img, c in real_batches:
                 real_scores.append(self._run_previous_discriminator(img, c).flatten(1).mean(1))
@@ -522,9 +365,9 @@ class RankGANLoss:
                 z = torch.randn(c.shape[0], z_dim, device=self.device)
                 fake = self._run_previous_generator(z, c, None)
                 fake_scores.append(self._run_previous_discriminator(fake, c).flatten(1).mean(1))
-        real_cat, fake_cat = _cat_scores(real_scores, self.device), _cat_scores(fake_scores, self.device)
+        real_cat, fake_cat = cat_scores(real_scores, self.device), cat_scores(fake_scores, self.device)
         high, low = marker_statistics(real_cat, fake_cat, statistic=self.marker_statistic)
-        self.marker_sample_sizes = (_global_count(real_cat), _global_count(fake_cat))
+        self.marker_sample_sizes = (global_count(real_cat), global_count(fake_cat))
         if low > high:
             raise ValueError(
                 f"the previous stage's discriminator scores its fakes above the real data (m_low={low:.4g} > "
@@ -532,33 +375,13 @@ class RankGANLoss:
                 "pass markers=(m_high, m_low)"
             )
         self.objective.set_markers(high, low)
-        if self.marker_dataset is not None and _rank_and_world()[0] == 0:
+        if self.marker_dataset is not None and rank_and_world()[0] == 0:
             real_count, fake_count = self.marker_sample_sizes
             print(
                 f"rankplug: markers m_high={high:.4g}, m_low={low:.4g} ({self.marker_statistic}) from {real_count} "
                 f"real images and {fake_count} previous-stage fakes"
             )
         return high, low
-
-    def _dataset_marker_batches(self, batch_size: int, c_dim: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """This rank's share of ``min(marker_images, len(data set))`` real images, as ``[-1, 1]`` batches.
-
-        Every rank draws the same seeded choice of images and takes every ``world``-th of them, so the ranks
-        together cover the choice once and the gathered statistic is the same on every rank.
-        """
-        assert self.marker_dataset is not None
-        dataset = open_host_dataset(self.marker_dataset, use_labels=c_dim > 0)
-        count = min(self.marker_images, len(dataset))
-        if count == 0:
-            raise ValueError(f"marker_dataset {_describe(self.marker_dataset)} holds no images")
-        chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:count]
-        rank, world = _rank_and_world()
-        share = torch.utils.data.Subset(dataset, chosen[rank::world].tolist())
-        for img, c in torch.utils.data.DataLoader(share, batch_size=batch_size):
-            # The host's own conversion of uint8 images (training_loop): [0, 255] -> [-1, 1].
-            img = img.to(self.device).to(torch.float32) / 127.5 - 1
-            c = c.to(self.device).to(torch.float32).reshape(img.shape[0], -1)[:, :c_dim]
-            yield img, c
 
     def _z_dim(self) -> int:
         for module in (self.previous_G, unwrap(self.G_mapping) if isinstance(self.G_mapping, nn.Module) else None):
@@ -568,53 +391,6 @@ class RankGANLoss:
         raise ValueError("cannot tell z_dim: neither the previous generator nor G_mapping has a z_dim attribute")
 
     # -------------------------------------------------------------------------------------------------- bank
-    def _bank_labels(self, count: int, c_dim: int) -> Tensor:
-        """``count`` labels the host's way (the label of a random data set image), on this rank's random state."""
-        if c_dim == 0:
-            return torch.zeros(count, 0, device=self.device)
-        if self.marker_dataset is None:
-            raise ValueError(
-                "bank_size with conditional data (c_dim > 0) draws the bank's labels from the data set: pass "
-                "marker_dataset (the launcher passes the training set)"
-            )
-        dataset = open_host_dataset(self.marker_dataset, use_labels=True)
-        rows = torch.randint(len(dataset), (count,)).tolist()
-        get_label = getattr(dataset, "get_label", None)
-        labels = [get_label(i) if get_label is not None else dataset[i][1] for i in rows]
-        c = torch.stack([torch.as_tensor(label, dtype=torch.float32).reshape(-1) for label in labels]).to(self.device)
-        if c.shape[1] != c_dim:
-            raise ValueError(f"marker_dataset has labels of {c.shape[1]} values; the host's gen_c has {c_dim}")
-        return c
-
-    def _split_rows(self, rows: Tensor, c_dim: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """A bank row's ``(z, c, z2, cutoff)``: ``[z | c | z2 | cutoff]``, cutoff 0 for no style mixing."""
-        z_dim = (rows.shape[1] - c_dim - 1) // 2
-        z, c, z2 = rows[:, :z_dim], rows[:, z_dim : z_dim + c_dim], rows[:, z_dim + c_dim : -1]
-        return z, c, z2, rows[:, -1].round().long()
-
-    @staticmethod
-    def _mixed_ws(mapping: Callable[..., Tensor], z: Tensor, c: Tensor, z2: Tensor, cutoff: Tensor) -> Tensor:
-        """The host's style mixing, per row: from layer ``cutoff`` on (``cutoff > 0``), the ws of ``z2``."""
-        ws = mapping(z, c)
-        mixed = cutoff > 0
-        if bool(mixed.any()):
-            ws2 = mapping(z2, c, skip_w_avg_update=True)
-            layers = torch.arange(ws.shape[1], device=ws.device)
-            take = mixed[:, None] & (layers[None, :] >= cutoff[:, None])
-            ws = torch.where(take[:, :, None], ws2, ws)
-        return ws
-
-    def _previous_on_rows(self, rows: Tensor, c_dim: int) -> Tensor:
-        """``G_{i-1}`` on bank rows, under no_grad (the rows' style mixing, when the generator has the host's split)."""
-        generator = self.previous_G
-        assert generator is not None
-        z, c, z2, cutoff = self._split_rows(rows, c_dim)
-        with torch.no_grad():
-            mapping, synthesis = getattr(generator, "mapping", None), getattr(generator, "synthesis", None)
-            if mapping is None or synthesis is None:
-                return generator(z, c)
-            return synthesis(self._mixed_ws(mapping, z, c, z2, cutoff))
-
     def fill_bank(self, c_dim: int) -> PreviousStageBank:
         """Draw the bank's ``K`` rows and keep the frozen stage's outputs on them (done at the first ``Dmain``).
 
@@ -625,26 +401,14 @@ class RankGANLoss:
         bank = self.bank
         if bank is None or self.previous_G is None:
             raise ValueError("fill_bank needs bank_size > 0 and a previous stage")
-        count, z_dim = bank.size, self._z_dim()
-        z, z2 = torch.randn(count, z_dim, device=self.device), torch.randn(count, z_dim, device=self.device)
-        c = self._bank_labels(count, c_dim)
-        num_ws = getattr(self.previous_G, "num_ws", None)  # the host's G has it; else ask its mapping
-        mapping = getattr(self.previous_G, "mapping", None)
-        if not isinstance(num_ws, int):
-            with torch.no_grad():
-                num_ws = int(mapping(z[:1], c[:1]).shape[1]) if mapping is not None else 1
-        if mapping is None or getattr(self.previous_G, "synthesis", None) is None:
-            num_ws = 1  # a generator without the host's split: no style mixing to draw
-        cutoff = torch.zeros(count, device=self.device)
-        if self.style_mixing_prob > 0 and num_ws >= 2:  # the host's draw, per row instead of per batch
-            mixed = torch.rand(count, device=self.device) < self.style_mixing_prob
-            cutoff = torch.where(mixed, torch.randint(1, num_ws, (count,), device=self.device), 0).float()
-        rows = torch.cat([z, c, z2, cutoff[:, None]], dim=1)
+        previous_G, mixing = self.previous_G, self.style_mixing_prob
+        rows = draw_rows(previous_G, bank.size, self._z_dim(), c_dim, labels_from=self.marker_dataset,
+                         style_mixing_prob=mixing, device=self.device)  # fmt: skip
         bank.fill(
             2,
             rows,
-            lambda chunk: self._previous_on_rows(chunk, c_dim),
-            lambda img, chunk: self._run_previous_discriminator(img, self._split_rows(chunk, c_dim)[1]),
+            lambda chunk: frozen_generator(previous_G, *split_rows(chunk, c_dim)),
+            lambda img, chunk: self._run_previous_discriminator(img, split_rows(chunk, c_dim)[1]),
             lambda scores: scores.flatten(1).mean(1),
             critic_sees_latents=True,  # the frozen critic gets each row's label
         )
@@ -685,7 +449,7 @@ class RankGANLoss:
         do_gpl = phase in ("Greg", "Gboth") and self.pl_weight != 0
         do_dmain = phase in ("Dmain", "Dboth")
         do_dr1 = phase in ("Dreg", "Dboth") and self.r1_gamma != 0
-        report = self.report if self.report is not None else _host_report()
+        report = self.report if self.report is not None else host_report()
         if do_gmain:
             # When the path-length pass follows, it syncs G's gradients; this pass only accumulates them locally.
             self._generator_main(real_img, real_c, gen_z, gen_c, sync and not do_gpl, gain, report)
@@ -751,13 +515,8 @@ class RankGANLoss:
     def _discriminator_fakes_from_bank(self, judge: Judge, n: int, c_dim: int) -> FakeScores:
         """As :meth:`_discriminator_fakes`, with ``z``, ``c``, the mixing and ``G_{i-1}(z)`` from ``n`` bank rows."""
         draw = self._draw_bank(n, c_dim)
-        z, c, z2, cutoff = self._split_rows(draw.z, c_dim)
-        ddp_sync = _host_ddp_sync()
-        with torch.no_grad():  # G does not train in a D phase; the live G_i on the rows' own z, c and mixing
-            with ddp_sync(self.G_mapping, False):
-                ws = self._mixed_ws(self.G_mapping, z, c, z2, cutoff)
-            with ddp_sync(self.G_synthesis, False):
-                fake_img = self.G_synthesis(ws)
+        c = split_rows(draw.z, c_dim)[1]
+        fake_img = live_generator_on_rows(self.G_mapping, self.G_synthesis, draw.z, c_dim, host_ddp_sync())
         fake_scores = self._run_discriminator(fake_img, c, sync=False)
         if draw.scores is not None:  # GoGAN without augmentation: the frozen critic's kept scores
             return fake_scores, draw.scores.reshape(fake_scores.shape[0], *([1] * (fake_scores.dim() - 1)))

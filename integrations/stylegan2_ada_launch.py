@@ -27,13 +27,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
+
+from rankplug.integrations.settings import check_device_setting, check_weight_setting
+from rankplug.methods import STAGED, StageObjective
 
 LOSS_CLASS = "rankplug.integrations.stylegan2_ada.RankGANLoss"
 #: Files a stylegan2-ada-pytorch checkout has; the launcher refuses a folder without them.
@@ -173,7 +177,7 @@ def stage_loss_kwargs(
     for name, value in given.items():
         kwargs[STAGE_OPTIONS[name]] = list(value) if isinstance(value, tuple) else value
     staged = given.get("previous") is not None
-    needs_markers = given.get("variant", "rankgan") == "rankgan" and "markers" not in given
+    needs_markers = StageObjective(given.get("variant", "rankgan")).needs_markers(2) and "markers" not in given
     if staged and (needs_markers or given.get("bank_size", 0) > 0):
         kwargs["marker_dataset"] = dict(training_set_kwargs)
     return kwargs
@@ -189,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("upstream", metavar="STYLEGAN2_ADA_DIR", help="your stylegan2-ada-pytorch checkout")
     parser.add_argument("--previous", metavar="PKL", help="the stage i-1 snapshot (omit for stage 1); also --resume")
-    parser.add_argument("--variant", choices=("rankgan", "gogan"), help="stage >= 2 objective [rankgan]")
+    parser.add_argument("--variant", choices=STAGED, help="stage >= 2 objective [rankgan]")
     parser.add_argument("--margin", type=float, help="epsilon of the margin / GoGAN losses [1.0]")
     parser.add_argument("--clamp-weight", type=float, help="RankGAN lambda_clamp [1000, the paper's]")
     parser.add_argument("--rank-weight", type=float, help="GoGAN lambda_2 [1.0]")
@@ -231,6 +235,54 @@ def _has_option(flags: Sequence[str], name: str) -> bool:
     return any(flag == name or flag.startswith(name + "=") for flag in flags)
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_stage_options(options: dict[str, Any]) -> None:
+    """Refuse stage options ``RankGANLoss`` or ``train.py`` would refuse later, with a ``ValueError`` naming the option.
+
+    ``options`` are the parsed stage options (the keys of ``STAGE_OPTIONS``; those not given absent). Checked
+    here, before ``train.py`` starts: the weights are finite and ``>= 0``, ``--markers`` finite with
+    ``M_LOW <= M_HIGH``, the counts in range, ``--previous`` an existing file, ``--bank-device`` a device this
+    machine has, and the bank options only with ``--previous`` (stage 1 has no bank).
+
+    Example:
+        >>> check_stage_options({"margin": 0.5, "bank_device": "cpu", "bank_size": 8})
+        Traceback (most recent call last):
+        ...
+        ValueError: --bank-size and --bank-device need --previous: the bank holds the previous stage's outputs
+    """
+    for name in ("margin", "clamp_weight", "rank_weight"):
+        if name in options:
+            check_weight_setting(options[name], _flag(name))
+    if "markers" in options:
+        high, low = options["markers"]
+        if not (math.isfinite(high) and math.isfinite(low) and low <= high):
+            raise ValueError(f"--markers M_HIGH M_LOW must be finite numbers with M_LOW <= M_HIGH; got {high} {low}")
+    for name, minimum in (("marker_images", 1), ("bank_size", 0), ("bank_refresh_every", 1)):
+        if name in options and options[name] < minimum:
+            raise ValueError(f"{_flag(name)} must be >= {minimum}; got {options[name]}")
+    if "bank_device" in options:
+        check_device_setting(options["bank_device"], "--bank-device")
+    previous = options.get("previous")
+    bank = [_flag(name) for name in ("bank_size", "bank_refresh_every", "bank_device") if name in options]
+    if previous is None and bank:
+        verb = "needs" if len(bank) == 1 else "need"
+        raise ValueError(f"{' and '.join(bank)} {verb} --previous: the bank holds the previous stage's outputs")
+    if previous is not None and not Path(previous).is_file():
+        state = "is not a file" if Path(previous).exists() else "does not exist"
+        raise ValueError(
+            f"--previous must be the previous stage's snapshot file (network-snapshot-*.pkl); {previous!r} {state}"
+        )
+
+
+def _refuse(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    """The user's mistake: one line on stderr, exit status 2, as argparse's own errors (without the usage)."""
+    print(f"{parser.prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 # ------------------------------------------------------------------------------------------------ running
 _ORIGINAL_SUBPROCESS_FN = "_rankplug_original_subprocess_fn"
 
@@ -268,14 +320,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = vars(parser.parse_args(ours))
     try:
         root = _check_upstream(options.pop("upstream"))
+        check_stage_options(options)
     except ValueError as error:
-        parser.error(str(error))
-    if "marker_images" in options and options["marker_images"] < 1:
-        parser.error(f"--marker-images must be >= 1; got {options['marker_images']}")
-    if "bank_size" in options and options["bank_size"] < 0:
-        parser.error(f"--bank-size must be >= 0; got {options['bank_size']}")
-    if "bank_refresh_every" in options and options["bank_refresh_every"] < 1:
-        parser.error(f"--bank-refresh-every must be >= 1; got {options['bank_refresh_every']}")
+        _refuse(parser, str(error))
     if options.get("previous") is not None and not _has_option(train_flags, "--resume"):
         train_flags.append(f"--resume={options['previous']}")
     sys.path.insert(0, str(root))
@@ -291,7 +338,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         command()
 
 
-__all__ = ["LOSS_CLASS", "apply_compat_fixes", "install", "main", "run_rank", "stage_loss_kwargs"]
+__all__ = [
+    "LOSS_CLASS",
+    "apply_compat_fixes",
+    "check_stage_options",
+    "install",
+    "main",
+    "run_rank",
+    "stage_loss_kwargs",
+]
 
 if __name__ == "__main__":
     main()

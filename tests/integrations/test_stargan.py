@@ -184,7 +184,7 @@ def test_loss_at_zero_margin_equals_stargan_loss_on_scaled_cosine(tmp_path, data
 @pytest.mark.parametrize("dataset", ["CelebA", "RaFD"])
 def test_margin_makes_the_loss_larger(dataset):
     generator = torch.Generator().manual_seed(0)
-    # Cosines in (-0.9, 0.9): theta + m stays inside (0, pi), where the margin is monotone (MATH §6).
+    # Cosines in (-0.9, 0.9): theta + m stays inside (0, pi), where the margin is monotone (maths §6).
     logit = SCALE * (torch.rand(16, C_DIM[dataset], generator=generator) * 1.8 - 0.9)
     target = labels_for(dataset, 16, generator)
     losses = [classification_loss(logit, target, dataset, scale=SCALE, margin=m).item() for m in (0.0, 0.2, 0.5)]
@@ -332,7 +332,9 @@ def test_module_imports_no_upstream_code():
 
 
 def test_example_script_runs(capsys):
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "examples", "stargan_aam.py")
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "examples", "stargan_aam.py"
+    )
     spec = importlib.util.spec_from_file_location("stargan_aam_example", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)

@@ -23,6 +23,7 @@ import torch
 
 import rankplug.functional as RF
 from rankplug.integrations import studiogan
+from rankplug.integrations.settings import OTHER_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 STANDIN = ROOT / "tests" / "standins" / "studiogan"
@@ -304,9 +305,51 @@ def test_the_bank_refreshes_and_refuses_bad_settings_by_name(example, conditiona
     loss._critic_round = True
     with pytest.raises(ValueError, match=r"labels must lie in \[0, DATA.num_classes = 3\) for the bank; got 0..3"):
         worker.Gen(torch.randn(2, worker.MODEL.z_dim), torch.tensor([0, 3]))
-    assert studiogan.options_from_env({"RANKPLUG_BANK_SIZE": "4096", "RANKPLUG_BANK_DEVICE": "cpu"}) == {
-        "bank_size": 4096, "bank_device": "cpu"
-    }  # fmt: skip
+    bank_env = {"RANKPLUG_PREVIOUS": "ckpts", "RANKPLUG_BANK_SIZE": "4096", "RANKPLUG_BANK_DEVICE": "cpu"}
+    assert studiogan.options_from_env(bank_env) == {"previous": "ckpts", "bank_size": 4096, "bank_device": "cpu"}
+    with pytest.raises(ValueError, match="bank_device must be a device such as 'cpu', 'cuda' or 'cuda:0'; got 'foo'"):
+        studiogan.patch_worker(conditional_worker(example, tmp_path / "c"), previous=conditional_stage1, bank_size=3,
+                               bank_device="foo")  # fmt: skip
+
+
+def test_a_mistyped_variable_is_refused_with_the_closest_name():
+    with pytest.raises(ValueError, match="RANKPLUG_CLAMPWEIGHT; did you mean RANKPLUG_CLAMP_WEIGHT"):
+        studiogan.options_from_env({"RANKPLUG_PREVIOUS": "ckpts", "RANKPLUG_CLAMPWEIGHT": "1"})
+    with pytest.raises(ValueError, match="unknown environment variable RANKPLUG_XYZZY; the settings are RANKPLUG_PREV"):
+        studiogan.options_from_env({"RANKPLUG_XYZZY": "1"})
+    # rankplug's other variables (the Inception cache, the test suite's checkouts) are not StudioGAN settings.
+    others = {"RANKPLUG_CACHE": "/tmp/cache", "RANKPLUG_STUDIOGAN_DIR": "/src", "RANKPLUG_REQUIRE_INCEPTION": "1"}
+    assert studiogan.options_from_env({**others, "RANKPLUG_MARGIN": "0.5"}) == {"margin": 0.5}
+
+
+def test_every_rankplug_variable_is_a_setting_or_one_of_the_others():
+    # A variable that rankplug (or its tests, CI and docs) uses but options_from_env does not know would make every
+    # StudioGAN run under it fail as a typo.
+    sources = [*(ROOT / "rankplug").rglob("*.py"), *(ROOT / "tests").rglob("*.py"), *(ROOT / "docs").glob("*.md")]
+    sources += [ROOT / ".ci" / "run", ROOT / "conftest.py", ROOT / "README.md"]
+    used = set()
+    for path in sources:
+        if path.is_file() and path != Path(__file__).resolve():
+            used |= set(re.findall(r"\bRANKPLUG_[A-Z][A-Z0-9_]*\b", path.read_text(encoding="utf-8")))
+    assert used - set(studiogan.ENVIRONMENT) - set(OTHER_VARIABLES) == set()
+
+
+def test_bank_variables_need_a_previous_stage():
+    with pytest.raises(ValueError, match=r"RANKPLUG_BANK_SIZE set without RANKPLUG_PREVIOUS: .* a previous stage"):
+        studiogan.options_from_env({"RANKPLUG_BANK_SIZE": "64"})
+    with pytest.raises(ValueError, match="RANKPLUG_BANK_REFRESH_EVERY, RANKPLUG_BANK_DEVICE set without"):
+        studiogan.options_from_env({"RANKPLUG_BANK_REFRESH_EVERY": "2", "RANKPLUG_BANK_DEVICE": "cpu"})
+    assert studiogan.options_from_env({"RANKPLUG_BANK_SIZE": ""}) == {}  # empty: unset
+
+
+def test_the_bank_device_variable_is_checked_by_name():
+    env = {"RANKPLUG_PREVIOUS": "ckpts", "RANKPLUG_BANK_SIZE": "8"}
+    with pytest.raises(
+        ValueError, match="RANKPLUG_BANK_DEVICE must be a device such as 'cpu', 'cuda' or 'cuda:0'; got 'foo'"
+    ):
+        studiogan.options_from_env({**env, "RANKPLUG_BANK_DEVICE": "foo"})
+    with pytest.raises(ValueError, match=r"RANKPLUG_BANK_DEVICE must be 'cpu' or .*; got 'cuda:99'"):
+        studiogan.options_from_env({**env, "RANKPLUG_BANK_DEVICE": "cuda:99"})
 
 
 def _doc_diff() -> str:

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import rankplug.functional as RF
+from rankplug.integrations.stylegan2_ada_bank import split_rows
 
 STANDINS = Path(__file__).resolve().parents[1] / "standins" / "stylegan2_ada"
 HOST_PACKAGES = ("dnnlib", "torch_utils", "training", "legacy")
@@ -501,14 +502,12 @@ def test_the_bank_pairs_each_row_exactly_and_gives_the_documented_gradient(host,
     rows = []
     for sample in ws:
         matches = [
-            r
-            for r in range(32)
-            if torch.allclose(sample, _mixed_by_hand(G, *loss._split_rows(loss.bank.z[r : r + 1], 0))[0])
+            r for r in range(32) if torch.allclose(sample, _mixed_by_hand(G, *split_rows(loss.bank.z[r : r + 1], 0))[0])
         ]
         assert len(matches) >= 1
         rows.append(matches[0])
     drawn = loss.bank.z[rows]
-    bank_z, bank_c, bank_z2, bank_cut = loss._split_rows(drawn, 0)
+    bank_z, bank_c, bank_z2, bank_cut = split_rows(drawn, 0)
     with torch.no_grad():  # the exact pair of Eq. 4: the frozen G_{i-1} on the very same row
         prev_img = stage1.G.synthesis(_mixed_by_hand(stage1.G, bank_z, bank_c, bank_z2, bank_cut), noise_mode="const")
         fake_img = G.synthesis(ws, noise_mode="const")
@@ -550,7 +549,7 @@ def test_gogan_without_augmentation_keeps_the_frozen_critics_scores(host, stage1
     run_phase(loss, "Dmain", D, real, z, c)  # fills the bank: G_{i-1} and D_{i-1} on its 16 rows
     assert loss.bank.images is None and loss.bank.scores.shape == (16,)
     with torch.no_grad():
-        z_rows, c_rows, z2_rows, cut_rows = loss._split_rows(loss.bank.z, 0)
+        z_rows, c_rows, z2_rows, cut_rows = split_rows(loss.bank.z, 0)
         ws = _mixed_by_hand(stage1.G, z_rows, c_rows, z2_rows, cut_rows)
         again = stage1.D(stage1.G.synthesis(ws, noise_mode="const"), c_rows)
     torch.testing.assert_close(loss.bank.scores, again.flatten())
@@ -575,6 +574,10 @@ def test_the_bank_refreshes_and_fails_clearly(host, stage1, tmp_path):
     G, D, augment_pipe = make_networks(host)
     with pytest.raises(ValueError, match="bank_size must be an int >= 0; got -1"):
         build_loss(host, G, D, augment_pipe, previous=str(stage1.path), bank_size=-1)
+    with pytest.raises(ValueError, match="bank_device must be a device such as 'cpu', 'cuda' or 'cuda:0'; got 'foo'"):
+        build_loss(host, G, D, augment_pipe, previous=str(stage1.path), bank_size=8, bank_device="foo")
+    with pytest.raises(ValueError, match=r"bank_device must be 'cpu' or .*; got 'cuda:99'"):
+        build_loss(host, G, D, augment_pipe, previous=str(stage1.path), bank_size=8, bank_device="cuda:99")
     # Conditional data: the bank's labels come from the data set, so it needs marker_dataset.
     Gc, Dc, pipe = make_networks(host, c_dim=3)
     loss = build_loss(host, Gc, Dc, pipe, previous=(Gc, Dc), markers=(0.5, -0.5), bank_size=8)
@@ -608,7 +611,7 @@ def test_a_conditional_bank_draws_the_data_sets_labels(host, monkeypatch):
     D.register_forward_pre_hook(lambda module, args: seen.append(args[1].clone()))
     torch.manual_seed(0)
     run_phase(loss, "Dmain", D, real_batch(4), torch.randn(4, Z_DIM), torch.eye(3)[[1, 1, 1, 1]])
-    bank_c = loss._split_rows(loss.bank.z, 3)[1]
+    bank_c = split_rows(loss.bank.z, 3)[1]
     assert set(map(tuple, bank_c.tolist())) == {(1.0, 0.0, 0.0), (0.0, 0.0, 1.0)}  # never the host's class 1
     assert 0.15 < float(bank_c[:, 0].mean()) < 0.35  # class 0 is a quarter of the data set
     fake_c, prev_c, real_c = seen  # the fakes of both stages get their rows' labels, the reals their own

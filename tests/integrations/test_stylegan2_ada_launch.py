@@ -175,6 +175,36 @@ def test_bad_arguments_are_refused_by_name(checkout, tmp_path):
     assert out.returncode == 2 and "--bank-size must be >= 0; got -4" in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--margin", "nan"], "--margin must be a finite number >= 0; got nan"),
+        (["--clamp-weight", "-1"], "--clamp-weight must be a finite number >= 0; got -1.0"),
+        (["--rank-weight=inf"], "--rank-weight must be a finite number >= 0; got inf"),
+        (["--markers", "0", "1"], "--markers M_HIGH M_LOW must be finite numbers with M_LOW <= M_HIGH; got 0.0 1.0"),
+        (["--previous", "missing.pkl"], "--previous must be the previous stage's snapshot file"),
+        (["--previous", "prev.pkl", "--bank-size=8", "--bank-device", "foo"], "--bank-device must be a device such as"),
+        (["--previous", "prev.pkl", "--bank-device=cuda:99"], "--bank-device must be 'cpu' or "),
+        (["--bank-size=8"], "--bank-size needs --previous: the bank holds the previous stage's outputs"),
+    ],
+)
+def test_bad_stage_options_are_refused_in_one_line_before_train_py_starts(
+    checkout, tmp_path, monkeypatch, capsys, options, message
+):
+    from rankplug.integrations import stylegan2_ada_launch
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prev.pkl").write_bytes(b"")
+    started = []
+    monkeypatch.setattr(stylegan2_ada_launch, "apply_compat_fixes", lambda: started.append(True) or [])
+    with pytest.raises(SystemExit) as exit_info:
+        stylegan2_ada_launch.main([str(checkout), *options, "--", f"--outdir={tmp_path / 'runs'}"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and started == [] and not (tmp_path / "runs").exists()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert err.startswith("python -m rankplug.integrations.stylegan2_ada_launch: error: ")
+
+
 def test_stage_loss_kwargs_refuses_unknown_options():
     from rankplug.integrations.stylegan2_ada_launch import stage_loss_kwargs
 
