@@ -34,10 +34,8 @@ Device = TypeVar("Device", bound=Optional[Union[str, torch.device]])
 
 
 def check_device_setting(value: Device, name: str) -> Device:
-    """Return ``value`` (``None`` stays ``None``) if it names a device this machine has, else raise, naming ``name``.
-
-    ``value`` must parse as a ``torch.device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...) and be available:
-    CUDA with enough devices for the index, or the backend's ``is_available()``.
+    """Return ``value`` (``None`` stays ``None``) if it names a device this machine has, else raise, naming ``name``
+    (:func:`rankplug.stages.bank.check_device`).
 
     Example:
         >>> check_device_setting("cpu", "--bank-device")
@@ -45,34 +43,9 @@ def check_device_setting(value: Device, name: str) -> Device:
         >>> check_device_setting("foo", "RANKPLUG_BANK_DEVICE")
         Traceback (most recent call last):
         ...
-        ValueError: RANKPLUG_BANK_DEVICE must be a device such as 'cpu', 'cuda' or 'cuda:0'; got 'foo'
+        ValueError: RANKPLUG_BANK_DEVICE must be None or a device such as 'cpu', 'cuda' or 'cuda:0'; got 'foo'
     """
-    if value is None:
-        return value
-    if not isinstance(value, (str, torch.device)):
-        raise TypeError(f"{name} must be a device name such as 'cpu' or 'cuda:0'; got {type(value).__name__}")
-    try:
-        parsed = torch.device(value)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"{name} must be a device such as 'cpu', 'cuda' or 'cuda:0'; got {value!r}") from None
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(
-                f"{name} must be 'cpu' or a device this machine has; got {value!r}, and CUDA is not available"
-            )
-        if parsed.index is not None and parsed.index >= count:
-            raise ValueError(
-                f"{name} must be 'cpu' or one of this machine's {count} CUDA device(s), cuda:0 to cuda:{count - 1}; "
-                f"got {value!r}"
-            )
-        return value
-    try:
-        check_device(parsed)
-    except ValueError:
-        raise ValueError(
-            f"{name} must be 'cpu' or a device this machine has; got {value!r}, which is not available"
-        ) from None
+    check_device(value, name)
     return value
 
 

@@ -282,31 +282,19 @@ class StageObjective:
         return per_sample_scores(real, "real").detach(), per_sample_scores(fake, "fake").detach()
 
     def hinge_activity(
-        self,
-        real: Tensor,
-        fake: Tensor,
-        prev_fake: Tensor | None = None,
-        *,
-        stage: int,
-        positive: Tensor | None = None,
-        positive_images: Tensor | None = None,
-        fake_images: Tensor | None = None,
+        self, real: Tensor, fake: Tensor, prev_fake: Tensor | None = None, *, stage: int, **inputs: Tensor | None
     ) -> dict[str, float]:
         """The fraction of samples whose hinges are active at ``stage``, per hinge, so a dead term is seen.
 
         Keys: ``margin`` (stage 1, Eq. 3), ``rank`` and ``clamp`` (RankGAN Eq. 4 and 6, the clamp counts a
         sample when either of its two hinges is active), ``gogan_disc`` and ``gogan_rank`` (GoGAN Eq. 3-4),
-        ``triplet`` (MBGAN Eq. 1 with the margin of Eq. 4). Empty for the methods without hinges.
+        ``triplet`` (MBGAN Eq. 1 with the margin of Eq. 4). Empty for the methods without hinges. ``inputs``: what
+        :meth:`critic_loss` takes beside the scores (MBGAN's ``positive``, ``positive_images``, ``fake_images``).
         """
-        terms = self._hinge_terms(
-            real,
-            fake,
-            prev_fake,
-            stage=check_positive_int(stage, "stage"),
-            positive=positive,
-            positive_images=positive_images,
-            fake_images=fake_images,
-        )
+        unknown = sorted(set(inputs) - {"positive", "positive_images", "fake_images"})
+        if unknown:
+            raise TypeError(f"hinge_activity() got unexpected keyword argument(s) {', '.join(unknown)}")
+        terms = self._hinge_terms(real, fake, prev_fake, stage=check_positive_int(stage, "stage"), **inputs)
         return {name: active_fraction(term) for name, term in terms.items()}
 
     def hinge_report(

@@ -5,10 +5,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from rankplug.losses import GoGANRankLoss
-from rankplug.methods.margin import MarginGAN
+from rankplug.methods.margin import RankingStages
 
 
-class GoGAN(MarginGAN):
+class GoGAN(RankingStages):
     r"""GoGAN (maths §2): stage 1 is :class:`~rankplug.methods.MarginGAN` (Eq. 2); from stage 2 on the **frozen
     previous** critic ``D_{i-1}`` scores the previous generator's samples and the current critic must rank the
     data above them by ``2 epsilon`` (Eq. 3-5). The generator loss is WGAN's at every stage.
@@ -37,9 +37,7 @@ class GoGAN(MarginGAN):
     """
 
     variant = "gogan"
-    staged = True
     ranking_judge = "previous"
-    accepts_class_head = False
     setting_names = ("margin", "disc_weight", "rank_weight", "gp_weight")
 
     def _build(self) -> None:
@@ -54,14 +52,9 @@ class GoGAN(MarginGAN):
             return super()._critic_loss(real, fake, prev_fake, stage=stage, **inputs)
         return self.gogan_loss(real, fake, prev_fake)  # GoGAN Eq. 3-5
 
-    def _hinge_terms(
-        self, real: Tensor, fake: Tensor, prev_fake: Tensor | None, *, stage: int, **inputs: Tensor | None
-    ) -> dict[str, Tensor]:
-        if self.judge(stage) is None:
-            return super()._hinge_terms(real, fake, prev_fake, stage=stage, **inputs)
-        r, f, p = self._scores_of(real, fake, prev_fake)
+    def _ranking_hinge_terms(self, real: Tensor, fake: Tensor, prev_fake: Tensor) -> dict[str, Tensor]:
         eps = self.gogan_loss.margin
-        return {"gogan_disc": f + eps - r, "gogan_rank": p + 2 * eps - r}
+        return {"gogan_disc": fake + eps - real, "gogan_rank": prev_fake + 2 * eps - real}
 
 
 __all__ = ["GoGAN"]

@@ -56,4 +56,23 @@ class MarginGAN(StageObjective):
         return {"margin": f + self.margin_loss.margin - r}
 
 
-__all__ = ["MarginGAN"]
+class RankingStages(MarginGAN):
+    """MarginGAN at stage 1, then a ranking loss against the frozen stage ``i - 1`` (RankGAN, GoGAN): what the two
+    share. Not a method of its own (not registered)."""
+
+    staged = True
+    accepts_class_head = False
+
+    def _hinge_terms(
+        self, real: Tensor, fake: Tensor, prev_fake: Tensor | None, *, stage: int, **inputs: Tensor | None
+    ) -> dict[str, Tensor]:
+        if self.judge(stage) is None:  # stage 1: MarginGAN's hinge
+            return super()._hinge_terms(real, fake, prev_fake, stage=stage, **inputs)
+        return self._ranking_hinge_terms(*self._scores_of(real, fake, prev_fake))
+
+    def _ranking_hinge_terms(self, real: Tensor, fake: Tensor, prev_fake: Tensor) -> dict[str, Tensor]:
+        """The per-sample terms inside each hinge of a stage ``>= 2``, from detached per-sample scores."""
+        raise NotImplementedError(f"{type(self).__name__} defines no ranking hinges")
+
+
+__all__ = ["MarginGAN", "RankingStages"]

@@ -6,10 +6,10 @@ import torch
 from torch import Tensor
 
 from rankplug.losses import StageRankLoss
-from rankplug.methods.margin import MarginGAN
+from rankplug.methods.margin import RankingStages
 
 
-class RankGAN(MarginGAN):
+class RankGAN(RankingStages):
     r"""RankGAN (maths §3): stage 1 is :class:`~rankplug.methods.MarginGAN` (Eq. 3); from stage 2 on the
     **current** critic scores the frozen previous generator's samples and ranks them (Eq. 4) with the clamp on
     the markers of Eq. 6, and the generator takes Eq. 4's generator half.
@@ -42,9 +42,7 @@ class RankGAN(MarginGAN):
     """
 
     variant = "rankgan"
-    staged = True
     ranking_judge = "current"
-    accepts_class_head = False
     setting_names = ("margin", "clamp_weight", "gp_weight", "clamp_on")
 
     def _build(self) -> None:
@@ -74,16 +72,13 @@ class RankGAN(MarginGAN):
             return super()._generator_loss(fake, stage=stage, real=real)
         return self.rank_loss.generator_loss(self._require_real(real, stage), fake)  # Eq. 4, generator half
 
-    def _hinge_terms(
-        self, real: Tensor, fake: Tensor, prev_fake: Tensor | None, *, stage: int, **inputs: Tensor | None
-    ) -> dict[str, Tensor]:
-        if self.judge(stage) is None:
-            return super()._hinge_terms(real, fake, prev_fake, stage=stage, **inputs)
-        r, f, p = self._scores_of(real, fake, prev_fake)
+    def _ranking_hinge_terms(self, real: Tensor, fake: Tensor, prev_fake: Tensor) -> dict[str, Tensor]:
         high, low = self.markers or (float("nan"), float("nan"))
         if self.settings.clamp_on == "batch":  # one clamp for the batch: active for every sample or for none
-            return {"rank": f - p, "clamp": torch.maximum(high - r.mean(), p.mean() - low).expand_as(r)}
-        return {"rank": f - p, "clamp": torch.maximum(high - r, p - low)}
+            clamp = torch.maximum(high - real.mean(), prev_fake.mean() - low).expand_as(real)
+        else:
+            clamp = torch.maximum(high - real, prev_fake - low)
+        return {"rank": fake - prev_fake, "clamp": clamp}
 
 
 __all__ = ["RankGAN"]

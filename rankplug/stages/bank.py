@@ -317,31 +317,42 @@ def device_memory(device: torch.device | None) -> int | None:
     return None
 
 
-def check_device(device: object) -> torch.device | None:
-    """``device`` as a ``torch.device`` (``None`` stays ``None``); ``ValueError`` unless this machine has it."""
+def check_device(device: object, name: str = "device") -> torch.device | None:
+    """``device`` as a ``torch.device`` (``None`` stays ``None``); a ``ValueError`` naming ``name`` unless this machine
+    has it (CUDA with enough devices for the index, or the backend's ``is_available()``).
+
+    Example:
+        >>> check_device("cpu")
+        device(type='cpu')
+        >>> check_device("foo", "RANKPLUG_BANK_DEVICE")
+        Traceback (most recent call last):
+        ...
+        ValueError: RANKPLUG_BANK_DEVICE must be None or a device such as 'cpu', 'cuda' or 'cuda:0'; got 'foo'
+    """
     if device is None:
         return None
     if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be None, a str or a torch.device; got {type(device).__name__}")
+        raise TypeError(f"{name} must be None, a str or a torch.device; got {type(device).__name__}")
     try:
         parsed = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device must be None or a device such as 'cpu' or 'cuda:0'; got {device!r}") from None
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{name} must be None or a device such as 'cpu', 'cuda' or 'cuda:0'; got {device!r}") from None
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             raise ValueError(
-                f"device must be None, 'cpu' or an available device; got {device!r}, and CUDA is not available"
+                f"{name} must be None, 'cpu' or an available device; got {device!r}, and CUDA is not available"
             )
         if parsed.index is not None and parsed.index >= count:
             raise ValueError(
-                f"device must be None, 'cpu' or one of the {count} CUDA device(s) cuda:0 to cuda:{count - 1}; got {device!r}"
+                f"{name} must be None, 'cpu' or one of the {count} CUDA device(s) cuda:0 to cuda:{count - 1}; "
+                f"got {device!r}"
             )
         return parsed
     backend = torch.backends.mps if parsed.type == "mps" else getattr(torch, parsed.type, None)
     available = getattr(backend, "is_available", None)
     if callable(available) and not available():
-        raise ValueError(f"device must be None, 'cpu' or an available device; got {device!r}, which is not available")
+        raise ValueError(f"{name} must be None, 'cpu' or an available device; got {device!r}, which is not available")
     return parsed
 
 

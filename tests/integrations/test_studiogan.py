@@ -307,7 +307,9 @@ def test_the_bank_refreshes_and_refuses_bad_settings_by_name(example, conditiona
         worker.Gen(torch.randn(2, worker.MODEL.z_dim), torch.tensor([0, 3]))
     bank_env = {"RANKPLUG_PREVIOUS": "ckpts", "RANKPLUG_BANK_SIZE": "4096", "RANKPLUG_BANK_DEVICE": "cpu"}
     assert studiogan.options_from_env(bank_env) == {"previous": "ckpts", "bank_size": 4096, "bank_device": "cpu"}
-    with pytest.raises(ValueError, match="bank_device must be a device such as 'cpu', 'cuda' or 'cuda:0'; got 'foo'"):
+    with pytest.raises(
+        ValueError, match="bank_device must be None or a device such as 'cpu', 'cuda' or 'cuda:0'; got 'foo'"
+    ):
         studiogan.patch_worker(conditional_worker(example, tmp_path / "c"), previous=conditional_stage1, bank_size=3,
                                bank_device="foo")  # fmt: skip
 
@@ -345,10 +347,10 @@ def test_bank_variables_need_a_previous_stage():
 def test_the_bank_device_variable_is_checked_by_name():
     env = {"RANKPLUG_PREVIOUS": "ckpts", "RANKPLUG_BANK_SIZE": "8"}
     with pytest.raises(
-        ValueError, match="RANKPLUG_BANK_DEVICE must be a device such as 'cpu', 'cuda' or 'cuda:0'; got 'foo'"
+        ValueError, match="RANKPLUG_BANK_DEVICE must be None or a device such as 'cpu', 'cuda' or 'cuda:0'; got 'foo'"
     ):
         studiogan.options_from_env({**env, "RANKPLUG_BANK_DEVICE": "foo"})
-    with pytest.raises(ValueError, match=r"RANKPLUG_BANK_DEVICE must be 'cpu' or .*; got 'cuda:99'"):
+    with pytest.raises(ValueError, match=r"RANKPLUG_BANK_DEVICE must be None, 'cpu' or .*; got 'cuda:99'"):
         studiogan.options_from_env({**env, "RANKPLUG_BANK_DEVICE": "cuda:99"})
 
 

@@ -574,9 +574,11 @@ def test_the_bank_refreshes_and_fails_clearly(host, stage1, tmp_path):
     G, D, augment_pipe = make_networks(host)
     with pytest.raises(ValueError, match="bank_size must be an int >= 0; got -1"):
         build_loss(host, G, D, augment_pipe, previous=str(stage1.path), bank_size=-1)
-    with pytest.raises(ValueError, match="bank_device must be a device such as 'cpu', 'cuda' or 'cuda:0'; got 'foo'"):
+    with pytest.raises(
+        ValueError, match="bank_device must be None or a device such as 'cpu', 'cuda' or 'cuda:0'; got 'foo'"
+    ):
         build_loss(host, G, D, augment_pipe, previous=str(stage1.path), bank_size=8, bank_device="foo")
-    with pytest.raises(ValueError, match=r"bank_device must be 'cpu' or .*; got 'cuda:99'"):
+    with pytest.raises(ValueError, match=r"bank_device must be None, 'cpu' or .*; got 'cuda:99'"):
         build_loss(host, G, D, augment_pipe, previous=str(stage1.path), bank_size=8, bank_device="cuda:99")
     # Conditional data: the bank's labels come from the data set, so it needs marker_dataset.
     Gc, Dc, pipe = make_networks(host, c_dim=3)

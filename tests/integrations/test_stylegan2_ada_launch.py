@@ -183,8 +183,11 @@ def test_bad_arguments_are_refused_by_name(checkout, tmp_path):
         (["--rank-weight=inf"], "--rank-weight must be a finite number >= 0; got inf"),
         (["--markers", "0", "1"], "--markers M_HIGH M_LOW must be finite numbers with M_LOW <= M_HIGH; got 0.0 1.0"),
         (["--previous", "missing.pkl"], "--previous must be the previous stage's snapshot file"),
-        (["--previous", "prev.pkl", "--bank-size=8", "--bank-device", "foo"], "--bank-device must be a device such as"),
-        (["--previous", "prev.pkl", "--bank-device=cuda:99"], "--bank-device must be 'cpu' or "),
+        (
+            ["--previous", "prev.pkl", "--bank-size=8", "--bank-device", "foo"],
+            "--bank-device must be None or a device such as",
+        ),
+        (["--previous", "prev.pkl", "--bank-device=cuda:99"], "--bank-device must be None, 'cpu' or "),
         (["--bank-size=8"], "--bank-size needs --previous: the bank holds the previous stage's outputs"),
     ],
 )

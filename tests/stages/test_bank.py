@@ -198,7 +198,9 @@ def test_bad_bank_settings_are_refused(kwargs, error, message):
 
 
 def test_an_unknown_bank_device_is_a_value_error_naming_device():
-    with pytest.raises(ValueError, match="device must be None or a device such as 'cpu' or 'cuda:0'; got 'foo'"):
+    with pytest.raises(
+        ValueError, match="device must be None or a device such as 'cpu', 'cuda' or 'cuda:0'; got 'foo'"
+    ):
         PreviousStageBank(4, device="foo")
 
 

