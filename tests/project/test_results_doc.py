@@ -42,3 +42,13 @@ def test_the_rankgan_analysis_is_what_the_script_makes_of_the_recorded_runs(tmp_
     again = json.loads(copy.read_text())
     assert again["analysis"]["text"] == recorded["analysis"]["text"]
     assert again["command"] == recorded["command"]
+
+
+def test_the_mnist_study_tables_are_on_the_page() -> None:
+    record = json.loads((RESULTS / "rankgan_mnist.json").read_text())
+    assert record["command"].startswith("python experiments/mnist_study.py --paper rankgan")
+    assert len(record["seeds"]) >= 6 and record["analysis"]["stage1_identical"] is True
+    results = record["analysis"]["text"].split("CPU cost")[0]  # the figures; the cost estimate stays in the JSON
+    doc = (ROOT / "docs" / "results.md").read_text()
+    missing = [row for row in _rows(results) if row not in doc]
+    assert len(_rows(results)) >= 15 and not missing, missing
