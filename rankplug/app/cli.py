@@ -176,6 +176,7 @@ _SETTING_HELP = {
     "clamp_weight": "lambda_clamp of RankGAN Eq. 6",
     "clamp_on": "RankGAN's clamp on each sample (as printed) or on the batch means",
     "control": "the same-steps control of a staged method: every stage trains with stage 1's losses",
+    "anchor_scores": "GoGAN's rank hinge on scores anchored to the previous critic's mean on the data",
     "weight_clip": "clip the critic's weights to [-c, c] after each step (WGAN's, GoGAN's; 0: off)",
     "gp_weight": "lambda_gp of the gradient penalty (Eq. 5)",
     "disc_weight": "GoGAN's lambda_1",

@@ -15,7 +15,14 @@ import torch
 from torch import Tensor, nn
 
 from rankplug import functional as F
-from rankplug._validation import check_choice, check_markers, check_nonnegative, check_positive_int, per_sample_scores
+from rankplug._validation import (
+    check_choice,
+    check_flag,
+    check_markers,
+    check_nonnegative,
+    check_positive_int,
+    per_sample_scores,
+)
 from rankplug.functional.metric import MARGIN_NORMS
 from rankplug.functional.penalty import OutputSelector
 from rankplug.functional.ranking import CLAMP_ON
@@ -34,7 +41,8 @@ class MethodSettings:
     """The keyword settings every method takes, validated once; a method reads those in its ``setting_names``.
 
     ``margin``, ``clamp_weight``, ``gp_weight``, ``alpha``, ``disc_weight`` and ``rank_weight`` must be finite and
-    ``>= 0``; ``margin_norm`` is ``"mean"`` or ``"sum"``; ``clamp_on`` (RankGAN's clamp) ``"sample"`` or ``"batch"``.
+    ``>= 0``; ``margin_norm`` is ``"mean"`` or ``"sum"``; ``clamp_on`` (RankGAN's clamp) ``"sample"`` or ``"batch"``;
+    ``anchor_scores`` (GoGAN's anchored scores) ``True`` or ``False``.
     """
 
     margin: float = 1.0
@@ -45,11 +53,14 @@ class MethodSettings:
     disc_weight: float = 1.0
     rank_weight: float = 1.0
     clamp_on: str = "sample"
+    anchor_scores: bool = False
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name in _CHOICES:
+            if field.name == "anchor_scores":
+                check_flag(value, field.name)
+            elif field.name in _CHOICES:
                 check_choice(value, field.name, _CHOICES[field.name])
             else:
                 object.__setattr__(self, field.name, check_nonnegative(value, field.name))
@@ -96,6 +107,9 @@ class StageObjective:
         disc_weight, rank_weight: GoGAN's ``lambda_1``, ``lambda_2`` (Eq. 5).
         clamp_on: where RankGAN's clamp (Eq. 6) is measured: ``"sample"`` (as printed) or ``"batch"`` (on the batch
             means, which the markers are); ``rankgan`` only.
+        anchor_scores: GoGAN's rank hinge (Eq. 4) on the current critic's scores shifted so that their mean on the
+            real batch is the frozen previous critic's mean on the data (``m_high``, from
+            :meth:`set_markers`), which closes the shift solution (maths §2); ``gogan`` only.
 
     Shape:
         - real, fake, prev_fake: scores ``(N,)``, ``(N, 1)`` or ``(N, 1, H, W)``; for ``mbgan`` embeddings
@@ -143,6 +157,7 @@ class StageObjective:
         disc_weight: float = 1.0,
         rank_weight: float = 1.0,
         clamp_on: str = "sample",
+        anchor_scores: bool = False,
     ) -> None:
         del variant  # __new__ chose the class from it
         self.settings = MethodSettings(
@@ -154,6 +169,7 @@ class StageObjective:
             disc_weight=disc_weight,
             rank_weight=rank_weight,
             clamp_on=clamp_on,
+            anchor_scores=anchor_scores,
         )
         self.gp_weight = self.settings.gp_weight
         self._markers: tuple[float, float] | None = None

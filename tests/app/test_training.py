@@ -258,6 +258,16 @@ def test_the_batch_clamp_is_one_term_for_the_batch(digits: DigitsDataset) -> Non
     assert all(e["active_clamp"] in (0.0, 1.0) for e in result["log"] if e["stage"] == 2)
 
 
+def test_anchored_gogan_takes_markers_at_stage_two_and_anchor_scores_is_gogans(digits: DigitsDataset) -> None:
+    result = train(TrainConfig.from_preset(None, method="gogan", anchor_scores=True, **QUICK), dataset=digits)
+    assert result["stages"][0]["markers"] is None
+    high, low = result["stages"][1]["markers_used"]
+    assert math.isfinite(high) and high >= low
+    assert all("active_gogan_rank" in e for e in result["log"] if e["stage"] == 2)
+    with pytest.raises(ValueError, match="anchor_scores is GoGAN's"):
+        TrainConfig(method="rankgan", anchor_scores=True)
+
+
 def test_weight_clipping_keeps_every_critic_weight_in_range(digits: DigitsDataset) -> None:
     config = TrainConfig.from_preset(None, method="gogan", weight_clip=0.01, gp_weight=0.0, **QUICK)
     result = train(config, dataset=digits)

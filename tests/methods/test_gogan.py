@@ -33,3 +33,38 @@ def test_hinge_activity_counts_active_samples():
     prev = torch.tensor([-2.0, 0.0, -3.0, 1.0])
     gogan = StageObjective("gogan", margin=1.0).hinge_activity(real, fake, prev, stage=2)
     assert gogan == {"gogan_disc": 0.5, "gogan_rank": 0.5}
+
+
+def test_a_constant_on_the_current_critic_satisfies_eq_4_unless_scores_are_anchored(scores):
+    real, fake, prev = scores
+    plain = StageObjective("gogan", margin=1.0, rank_weight=0.5)
+    anchored = StageObjective("gogan", margin=1.0, rank_weight=0.5, anchor_scores=True)
+    anchored.set_markers(float(prev.max()) + 0.5, float(prev.min()))
+    shift = 100.0  # the shift solution: every score of D_i raised together
+    assert plain.critic_loss(real + shift, fake + shift, prev, stage=2) < plain.critic_loss(real, fake, prev, stage=2)
+    before = anchored.critic_loss(real, fake, prev, stage=2)
+    assert torch.allclose(anchored.critic_loss(real + shift, fake + shift, prev, stage=2), before, atol=1e-4)
+    assert anchored.hinge_activity(real + shift, fake + shift, prev, stage=2) == anchored.hinge_activity(
+        real, fake, prev, stage=2
+    )
+
+
+def test_anchored_scores_put_the_real_mean_at_m_high():
+    real, fake = torch.tensor([3.0, 5.0], requires_grad=True), torch.tensor([0.0, 0.0])
+    prev = torch.tensor([1.0, 1.0])
+    objective = StageObjective("gogan", margin=1.0, disc_weight=0.0, rank_weight=1.0, anchor_scores=True)
+    objective.set_markers(2.0, 0.0)  # anchored real scores: 1 and 3; rank hinge [1 + 2 - s]_+ = 2 and 0
+    loss = objective.critic_loss(real, fake, prev, stage=2)
+    assert loss.item() == pytest.approx(1.0)
+    (grad,) = torch.autograd.grad(loss, real)
+    assert grad.tolist() == pytest.approx([-0.25, 0.25])  # only the spread moves: the mean is anchored
+    assert objective.needs_markers(2) and not objective.needs_markers(1)
+    assert not StageObjective("gogan").needs_markers(2)
+
+
+def test_anchored_scores_need_markers_and_a_flag(scores):
+    real, fake, prev = scores
+    with pytest.raises(RuntimeError, match="set_markers"):
+        StageObjective("gogan", anchor_scores=True).critic_loss(real, fake, prev, stage=2)
+    with pytest.raises(TypeError, match="anchor_scores must be true or false"):
+        StageObjective("gogan", anchor_scores=1)

@@ -214,7 +214,7 @@ def test_gogan_pilot_then_quick_json(offline: Any, tmp_path: Path) -> None:
     offline.main([*argv, "--pilot-record", str(pilot)])
     record = json.loads(out.read_text())
     assert record["eps"] == 3.0 and record["pilot"]["chosen_eps"] == 3.0 and "--eps 3.0" in record["command"]
-    assert len(record["runs"]) == 5 * 2 and set(record["hinges"]) == set(offline.GOGAN_ARMS)
+    assert len(record["runs"]) == 6 * 2 and set(record["hinges"]) == set(offline.GOGAN_ARMS)
     assert record["evaluation"]["coverages"] == [0.09, 0.25, 0.49, 0.64, 0.81]
     assert "dropped as duplicates: none" in record["notes"]["coverages"]
     differences = record["analysis"]["differences"]

@@ -81,6 +81,8 @@ class TrainConfig:
     #: the same-steps control of a staged method: the same stages, checkpoints and data, but every stage trains with
     #: stage 1's losses, so that "stage i" minus "control stage i" is the staged loss's own effect
     control: bool = False
+    #: GoGAN's rank hinge on the current critic's scores anchored to the previous critic's level (maths §2)
+    anchor_scores: bool = False
     weight_clip: float = 0.0  #: clip the critic's weights to [-c, c] after each step (WGAN's and GoGAN's; 0: off)
     gp_weight: float = 10.0
     disc_weight: float = 1.0
@@ -137,6 +139,8 @@ class TrainConfig:
             raise ValueError("critic_norm 'batch' breaks the per-sample gradient penalty; set gp_weight 0 or use none")
         if self.control and not method.staged:
             raise ValueError(f"control is the same-steps control of a staged method; got method {self.method!r}")
+        if self.anchor_scores and "anchor_scores" not in method.setting_names:
+            raise ValueError(f"anchor_scores is GoGAN's (method 'gogan'); got method {self.method!r}")
         if self.control and self.bank_size:
             raise ValueError("control trains stage 1's losses, which never use the bank; set bank_size 0")
 
@@ -294,6 +298,7 @@ _CHECKS: dict[str, Callable[[object, str], Any]] = {
     "clamp_weight": _WEIGHT,
     "clamp_on": _one_of("sample", "batch"),
     "control": check_flag,
+    "anchor_scores": check_flag,
     "weight_clip": _real_in(0.0, 1e3),
     "gp_weight": _WEIGHT,
     "disc_weight": _WEIGHT,

@@ -53,6 +53,7 @@ OBJECTIVE_SETTINGS = (
     "disc_weight",
     "rank_weight",
     "clamp_on",
+    "anchor_scores",
 )
 Callback = Callable[[dict[str, Any]], None]
 
