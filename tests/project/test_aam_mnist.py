@@ -4,14 +4,14 @@ tuned weight) and its tables on made-up run records; no training (a smoke run ta
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.project._experiments import import_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
@@ -19,11 +19,7 @@ EXPERIMENTS = ROOT / "experiments"
 
 @pytest.fixture(scope="module")
 def study() -> Any:
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        return importlib.import_module("aam_mnist")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    return import_experiment("aam_mnist")
 
 
 def test_the_doctests_pass(study: Any) -> None:

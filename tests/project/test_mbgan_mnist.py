@@ -5,14 +5,14 @@ smoke run trains: ``OMP_NUM_THREADS=1 python experiments/mbgan_mnist.py --quick 
 from __future__ import annotations
 
 import doctest
-import importlib
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+
+from tests.project._experiments import import_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
@@ -20,11 +20,7 @@ EXPERIMENTS = ROOT / "experiments"
 
 @pytest.fixture(scope="module")
 def study() -> Any:
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        return importlib.import_module("mbgan_mnist")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    return import_experiment("mbgan_mnist")
 
 
 def test_the_doctests_pass(study: Any) -> None:

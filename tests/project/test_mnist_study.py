@@ -5,15 +5,15 @@ minutes; ``OMP_NUM_THREADS=1 python experiments/mnist_study.py --paper rankgan -
 from __future__ import annotations
 
 import doctest
-import importlib
 import json
 import math
 import random
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.project._experiments import import_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
@@ -21,11 +21,7 @@ EXPERIMENTS = ROOT / "experiments"
 
 @pytest.fixture(scope="module")
 def study() -> Any:
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        return importlib.import_module("mnist_study")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    return import_experiment("mnist_study")
 
 
 def test_the_doctests_pass(study: Any) -> None:
