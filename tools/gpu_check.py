@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -140,27 +139,70 @@ def check_compile(device: torch.device, backend: str) -> dict[str, Any]:
     return out
 
 
-def check_process_group(device: torch.device) -> dict[str, Any]:
-    """A one-rank process group (NCCL on CUDA, gloo on a CPU): DDP-wrapped stages and markers over the group."""
+def _process_group_child(device: torch.device, store: Path) -> None:
+    """The one-rank group itself: prints its record as one JSON line *before* leaving the group."""
     import torch.distributed as dist
 
     backend = "nccl" if device.type == "cuda" else "gloo"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    try:
-        G = nn.parallel.DistributedDataParallel(nn.Linear(4, 8).to(device))
-        D = nn.parallel.DistributedDataParallel(nn.Linear(8, 1).to(device))
-        manager = rankplug.StageManager(G, D, latent_shape=(4,))
-        manager.advance()
-        real = [torch.randn(16, 8, device=device) + 3 for _ in range(3)]
-        high, low = manager.compute_markers(real)
-        ones = torch.ones(1, device=device)
-        dist.all_reduce(ones)
-        return {"ok": float(ones) == 1.0, "backend": backend, "m_high": high, "m_low": low}
-    finally:
-        dist.destroy_process_group()
+    dist.init_process_group(backend, init_method=f"file://{store}", rank=0, world_size=1)
+    G = nn.parallel.DistributedDataParallel(nn.Linear(4, 8).to(device))
+    D = nn.parallel.DistributedDataParallel(nn.Linear(8, 1).to(device))
+    manager = rankplug.StageManager(G, D, latent_shape=(4,))
+    manager.advance()
+    real = [torch.randn(16, 8, device=device) + 3 for _ in range(3)]
+    high, low = manager.compute_markers(real)
+    ones = torch.ones(1, device=device)
+    dist.all_reduce(ones)
+    print(json.dumps({"ok": float(ones) == 1.0, "backend": backend, "m_high": high, "m_low": low}), flush=True)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def check_process_group(device: torch.device, timeout: float = 300.0, teardown_timeout: float = 60.0) -> dict[str, Any]:
+    """A one-rank process group (NCCL on CUDA, gloo on a CPU): DDP-wrapped stages and markers over the group.
+
+    It runs in a child process, so a hang cannot stall the whole check: torch's ``destroy_process_group`` is
+    known to hang now and then (pytorch/pytorch#75097). The child prints its record before it leaves the group;
+    a child that hangs only while leaving is killed and recorded with ``teardown_hung``, one that never prints
+    is a failure.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        command = [sys.executable, str(Path(__file__).resolve()), "--device", str(device)]
+        command += ["--process-group-child", str(Path(scratch) / "store")]
+        log = Path(scratch) / "stderr.txt"
+        with log.open("w") as stderr:
+            child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        line = _read_line(child, timeout)
+        if not line:
+            child.kill()
+            child.wait()
+            error = f"the one-rank group printed nothing in {timeout:g} s"
+            return {"ok": False, "error": error, "stderr": log.read_text()[-2000:]}
+        record: dict[str, Any] = json.loads(line)
+        try:
+            child.wait(timeout=teardown_timeout)
+            record["teardown_hung"] = False
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            record["teardown_hung"] = True
+        if not record["teardown_hung"] and child.returncode != 0:
+            error = f"the child exited with {child.returncode}"
+            record.update(ok=False, error=error, stderr=log.read_text()[-2000:])
+        return record
+
+
+def _read_line(child: subprocess.Popen, timeout: float) -> str:
+    """The child's first stdout line, or '' when none arrives within ``timeout`` seconds."""
+    import threading
+
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(child.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout)
+    return lines[0].strip() if lines else ""
 
 
 def check_benchmarks(device: torch.device) -> dict[str, Any]:
@@ -187,8 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "tools" / "results" / "gpu_check.json")
     parser.add_argument("--skip-benchmarks", action="store_true", help="leave out the benchmark subprocess")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (aot_eager: quicker)")
+    parser.add_argument("--process-group-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.process_group_child is not None:
+        _process_group_child(device, args.process_group_child)
+        return 0
     if device.type == "cuda" and not torch.cuda.is_available():
         print("gpu_check: CUDA is not available here; run it on a GPU machine, or pass --device cpu", file=sys.stderr)
         return 2

@@ -36,3 +36,15 @@ def test_gpu_check_refuses_cuda_without_cuda(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and "CUDA is not available here" in done.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_gpu_check_reports_a_process_group_that_hangs_instead_of_stalling() -> None:
+    # A child that cannot print within the limit (here 0.01 s, far below its start-up time) is a failed check
+    # with the reason, not a hung tool: torch's destroy_process_group is known to hang now and then.
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    record = gpu_check.check_process_group(__import__("torch").device("cpu"), timeout=0.01)
+    assert record["ok"] is False and "printed nothing in 0.01 s" in record["error"]
