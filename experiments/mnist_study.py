@@ -31,6 +31,16 @@ stage 2, minus the control and minus WGAN-GP.
     python experiments/mnist_study.py --paper gogan --jobs 2             # 6 arms x 8 seeds at the pilot's eps, ~37 min
     OMP_NUM_THREADS=1 python experiments/mnist_study.py --paper rankgan --quick --output /tmp/r.json  # smoke run
 
+The second amendment's follow-ups (docs/results.md): an eps for each constraint, each with its own pilot (the same
+rule) and headline, ``--constraint clip`` (``gogan-clip`` at eps in {0.01, 0.03, 0.1, 0.3}; arms ``gogan-clip``,
+``gogan-clip-control``, ``wgan-gp``) and ``--constraint anchor`` (``gogan-anchor`` at eps in {1, 1.5, 2, 3}; arms
+``gogan-anchor``, ``gogan-gp-control``, ``wgan-gp``); their JSONs are ``gogan_mnist_<constraint>[_pilot].json``::
+
+    python experiments/mnist_study.py --paper gogan --constraint clip --pilot --jobs 2
+    python experiments/mnist_study.py --paper gogan --constraint clip --jobs 2
+    python experiments/mnist_study.py --paper gogan --constraint anchor --pilot --jobs 2
+    python experiments/mnist_study.py --paper gogan --constraint anchor --jobs 2
+
 Cost: the smoke run (``--quick``: seed 0, 20 steps a stage, the headline's evaluation but 5 search steps) measures
 each arm's CPU seconds per generator step and the fixed cost, and prints the estimate for the headline. Measured
 on the 2-core development machine (one thread a run): 0.12-0.14 CPU s a step with stage 1's losses, 0.16-0.18 in
@@ -57,6 +67,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +94,6 @@ SEEDS = list(range(8))
 DEFAULT_STEPS = {"rankgan": 300, "gogan": 300}
 QUICK_STEPS = 20
 HEADLINE_JOBS = 2  #: the cost estimate is for the headline's --jobs 2 on 2 free cores
-PILOT_EPS = (1.0, 3.0, 10.0, 30.0)
 PILOT_SEEDS = [0, 1]
 PILOT_BAND = (0.2, 0.8)  #: both stage-2 hinges this active (share of samples) in the stage's second half
 DEAD_BELOW = 0.05  #: a hinge active on fewer samples than this is dead
@@ -101,20 +111,78 @@ RANKGAN_ARMS = (
     "wgan-gp",
 )
 RANKGAN_STAGED = RANKGAN_ARMS[:4]
-GOGAN_ARMS = ("gogan-gp", "gogan-gp-control", "gogan-anchor", "gogan-clip", "gogan-clip-control", "wgan-gp")
-#: each staged arm's same-steps control; the anchored arm's stage 1 is gogan-gp's (checked), so is its control
-GOGAN_CONTROL = {"gogan-gp": "gogan-gp-control", "gogan-anchor": "gogan-gp-control", "gogan-clip": "gogan-clip-control"}
-#: the stage 1 an arm's "stage 2 - stage 1" is measured against (the anchored arm measures no stage 1 of its own)
-GOGAN_STAGE1 = {"gogan-gp": "gogan-gp", "gogan-anchor": "gogan-gp", "gogan-clip": "gogan-clip"}
-#: the stages whose completion is measured: a control's stage 1 is its staged arm's, bit for bit (checked)
-GOGAN_COMPLETION_STAGES = {
-    "gogan-gp": (1, 2),
-    "gogan-gp-control": (2,),
-    "gogan-anchor": (2,),
-    "gogan-clip": (1, 2),
-    "gogan-clip-control": (2,),
-    "wgan-gp": (2,),
+
+
+@dataclass(frozen=True)
+class GoGANDesign:
+    """One GoGAN study: its arms, each staged arm's control and the stage 1 it is measured against, the stages
+    whose completion is measured (a control's stage 1 is its staged arm's, bit for bit: checked), the extra
+    comparisons, and the pilot's arm and eps grid."""
+
+    arms: tuple[str, ...]
+    control: dict[str, str]
+    stage1: dict[str, str]
+    completion: dict[str, tuple[int, ...]]
+    extra: dict[str, tuple[tuple[str, int], tuple[str, int]]]
+    pilot_arm: str
+    pilot_eps: tuple[float, ...]
+    suffix: str  #: of the JSON's name: gogan_mnist{suffix}.json and gogan_mnist{suffix}_pilot.json
+
+
+#: ``--constraint``: ``all`` is the registered headline (one eps for every arm, from the penalty's pilot); ``clip``
+#: and ``anchor`` are the second amendment's follow-ups, each at the eps its own pilot chooses (docs/results.md)
+GOGAN_DESIGNS = {
+    "all": GoGANDesign(
+        arms=("gogan-gp", "gogan-gp-control", "gogan-anchor", "gogan-clip", "gogan-clip-control", "wgan-gp"),
+        # the anchored arm's stage 1 is gogan-gp's (checked), so is its control and its stage 1
+        control={
+            "gogan-gp": "gogan-gp-control",
+            "gogan-anchor": "gogan-gp-control",
+            "gogan-clip": "gogan-clip-control",
+        },
+        stage1={"gogan-gp": "gogan-gp", "gogan-anchor": "gogan-gp", "gogan-clip": "gogan-clip"},
+        completion={
+            "gogan-gp": (1, 2),
+            "gogan-gp-control": (2,),
+            "gogan-anchor": (2,),
+            "gogan-clip": (1, 2),
+            "gogan-clip-control": (2,),
+            "wgan-gp": (2,),
+        },
+        extra={
+            "gogan-anchor - gogan-gp": (("gogan-anchor", 2), ("gogan-gp", 2)),
+            "gogan-gp-control - wgan-gp": (("gogan-gp-control", 2), ("wgan-gp", 2)),
+        },
+        pilot_arm="gogan-gp",
+        pilot_eps=(1.0, 3.0, 10.0, 30.0),
+        suffix="",
+    ),
+    "clip": GoGANDesign(
+        arms=("gogan-clip", "gogan-clip-control", "wgan-gp"),
+        control={"gogan-clip": "gogan-clip-control"},
+        stage1={"gogan-clip": "gogan-clip"},
+        completion={"gogan-clip": (1, 2), "gogan-clip-control": (2,), "wgan-gp": (2,)},
+        extra={"gogan-clip-control - wgan-gp": (("gogan-clip-control", 2), ("wgan-gp", 2))},
+        pilot_arm="gogan-clip",
+        pilot_eps=(0.01, 0.03, 0.1, 0.3),
+        suffix="_clip",
+    ),
+    "anchor": GoGANDesign(
+        arms=("gogan-anchor", "gogan-gp-control", "wgan-gp"),
+        control={"gogan-anchor": "gogan-gp-control"},
+        stage1={"gogan-anchor": "gogan-anchor"},
+        completion={"gogan-anchor": (1, 2), "gogan-gp-control": (2,), "wgan-gp": (2,)},
+        extra={"gogan-gp-control - wgan-gp": (("gogan-gp-control", 2), ("wgan-gp", 2))},
+        pilot_arm="gogan-anchor",
+        pilot_eps=(1.0, 1.5, 2.0, 3.0),
+        suffix="_anchor",
+    ),
 }
+_HEADLINE = GOGAN_DESIGNS["all"]
+GOGAN_ARMS = _HEADLINE.arms
+GOGAN_CONTROL = _HEADLINE.control
+GOGAN_STAGE1 = _HEADLINE.stage1
+GOGAN_COMPLETION_STAGES = _HEADLINE.completion
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -194,7 +262,8 @@ def gogan_config(arm: str, seed: int, steps: int, eps: float, width: int = WIDTH
 def arm_configs(paper: str, seed: int, args: argparse.Namespace) -> dict[str, TrainConfig]:
     if paper == "rankgan":
         return {arm: rankgan_config(arm, seed, args.steps, args.width, args.device) for arm in RANKGAN_ARMS}
-    return {arm: gogan_config(arm, seed, args.steps, args.eps, args.width, args.device) for arm in GOGAN_ARMS}
+    design = GOGAN_DESIGNS[args.constraint]
+    return {arm: gogan_config(arm, seed, args.steps, args.eps, args.width, args.device) for arm in design.arms}
 
 
 def run_name(arm: str, seed: int, config: TrainConfig) -> str:
@@ -707,12 +776,14 @@ def hinge_lines(hinges: Mapping[str, Any], arms: Sequence[str]) -> list[str]:
     return lines
 
 
-def analyse_gogan(runs: Sequence[Mapping[str, Any]], seeds: Sequence[int], coverages: Sequence[float]) -> dict:
+def analyse_gogan(
+    runs: Sequence[Mapping[str, Any]], seeds: Sequence[int], coverages: Sequence[float], design: GoGANDesign = _HEADLINE
+) -> dict:
     """The GoGAN tables: completion PSNR / SSIM per arm and stage, stage 2 minus its control and minus WGAN-GP
     (primary: PSNR averaged over the occlusions), stage 2 minus stage 1, the gap, the drift and the hinges."""
     out: dict[str, Any] = {"coverages": list(coverages), "figures": {}, "differences": {}, "hinges": {}}
     metrics = ("psnr_mean", "ssim_mean", "fid_prior", "entropy_prior", "gap_last_half", "critic_real_mean", "drift")
-    for arm in GOGAN_ARMS:
+    for arm in design.arms:
         out["figures"][arm] = {
             str(stage): {m: summary_of(runs, seeds, arm, stage, m) for m in metrics} for stage in (1, 2)
         }
@@ -724,20 +795,17 @@ def analyse_gogan(runs: Sequence[Mapping[str, Any]], seeds: Sequence[int], cover
                 ]
                 for metric in ("psnr", "ssim")
             }
-            for stage in GOGAN_COMPLETION_STAGES[arm]
+            for stage in design.completion[arm]
         }
         out["hinges"][arm] = hinge_summary(runs, seeds, arm)
-    comparisons = {f"{arm} - control": ((arm, 2), (control, 2)) for arm, control in GOGAN_CONTROL.items()}
-    comparisons |= {f"{arm} - wgan-gp": ((arm, 2), ("wgan-gp", 2)) for arm in GOGAN_CONTROL}
-    comparisons |= {f"{arm} stage 2 - stage 1": ((arm, 2), (GOGAN_STAGE1[arm], 1)) for arm in GOGAN_CONTROL}
-    comparisons |= {
-        "gogan-anchor - gogan-gp": (("gogan-anchor", 2), ("gogan-gp", 2)),
-        "gogan-gp-control - wgan-gp": (("gogan-gp-control", 2), ("wgan-gp", 2)),
-    }
+    comparisons = {f"{arm} - control": ((arm, 2), (control, 2)) for arm, control in design.control.items()}
+    comparisons |= {f"{arm} - wgan-gp": ((arm, 2), ("wgan-gp", 2)) for arm in design.control}
+    comparisons |= {f"{arm} stage 2 - stage 1": ((arm, 2), (design.stage1[arm], 1)) for arm in design.control}
+    comparisons |= design.extra
     for label, (a, b) in comparisons.items():
         out["differences"][label] = {m: compare(runs, seeds, a, b, m) for m in ("psnr_mean", "ssim_mean", "drift")}
     verdicts = {}
-    for arm, control in GOGAN_CONTROL.items():
+    for arm, control in design.control.items():
         d = out["differences"]
         dead = [f"stage 2 {h}" for h, e in out["hinges"][arm]["2"].items() if e["state"] == "dead"]
         saturated = [f"stage 2 {h}" for h, e in out["hinges"][arm]["2"].items() if e["state"] == "saturated"]
@@ -748,17 +816,21 @@ def analyse_gogan(runs: Sequence[Mapping[str, Any]], seeds: Sequence[int], cover
             "dead_hinges": dead,
             "saturated_hinges": saturated,
             "control": control,
+            "tests_ranking": out["hinges"][arm]["2"].get("gogan_rank", {}).get("state") == "live",
         }
     out["verdicts"] = verdicts
-    out["stage1_identical"] = stage1_identity(runs, seeds, [(a, c) for a, c in GOGAN_CONTROL.items()])
+    groups = [(design.stage1[a], a, c) for a, c in design.control.items()]
+    out["stage1_identical"] = stage1_identity(runs, seeds, groups)
     # stage 1's margin loss is WGAN's while its hinge is active on every sample: the two then train alike (up to
     # float rounding), and stage 1 - WGAN-GP is ~0 by construction
-    out["stage1_vs_wgan_gp_max_abs_fid"] = max_abs_difference(runs, seeds, "gogan-gp", "wgan-gp", 1, "fid_prior")
-    out["text"] = gogan_text(out, seeds)
+    first = design.stage1[next(iter(design.control))]
+    out["stage1_vs_wgan_gp_arm"] = first
+    out["stage1_vs_wgan_gp_max_abs_fid"] = max_abs_difference(runs, seeds, first, "wgan-gp", 1, "fid_prior")
+    out["text"] = gogan_text(out, seeds, design)
     return out
 
 
-def gogan_text(out: Mapping[str, Any], seeds: Sequence[int]) -> str:
+def gogan_text(out: Mapping[str, Any], seeds: Sequence[int], design: GoGANDesign = _HEADLINE) -> str:
     fig, cov = out["figures"], out["coverages"]
     lines = [
         f"GoGAN on MNIST 16 px, {len(seeds)} seeds: completion of held-out digits, PSNR (dB) / SSIM averaged over "
@@ -768,7 +840,7 @@ def gogan_text(out: Mapping[str, Any], seeds: Sequence[int]) -> str:
         "| arm | PSNR stage 1 | PSNR stage 2 | SSIM stage 2 | gap stage 2 | drift | digits-FID stage 2 |",
         "|---|---|---|---|---|---|---|",
     ]
-    for arm in GOGAN_ARMS:
+    for arm in design.arms:
         f = fig[arm]
         lines.append(
             f"| {arm} | {fmt(f['1']['psnr_mean'], 2)} | {fmt(f['2']['psnr_mean'], 2)} | "
@@ -790,20 +862,21 @@ def gogan_text(out: Mapping[str, Any], seeds: Sequence[int]) -> str:
         lines.append(
             f"- {arm}: vs control {v['primary_vs_control']}; stage 2 vs stage 1 {v['stage2_vs_stage1']}; "
             f"vs WGAN-GP {v['vs_wgan_gp']}; dead hinges {v['dead_hinges'] or 'none'}; "
-            f"saturated {v['saturated_hinges'] or 'none'}"
+            f"saturated {v['saturated_hinges'] or 'none'}; tests the ranking: {v['tests_ranking']}"
         )
     head = "| model | " + " | ".join(f"{100 * c:.0f} %" for c in cov) + " |"
     lines += ["", "PSNR / SSIM per occlusion (GoGAN Table 2's layout), mean over seeds:", "", head]
     lines.append("|---|" + "---|" * len(cov))
-    for arm in GOGAN_ARMS:
+    for arm in design.arms:
         for stage, per in fig[arm]["per_coverage"].items():
             cells = [f"{p['mean']:.2f} / {s['mean']:.3f}" for p, s in zip(per["psnr"], per["ssim"])]
             lines.append(f"| {arm} stage {stage} | " + " | ".join(cells) + " |")
-    lines += hinge_lines(out["hinges"], GOGAN_ARMS)
+    lines += hinge_lines(out["hinges"], design.arms)
     lines += [
         "",
         f"Stage 1 identical bit for bit between each GoGAN arm and its control: {out['stage1_identical']}. "
-        "Largest difference in stage-1 digits-FID between gogan-gp and WGAN-GP over seeds (0 when stage 1's margin "
+        f"Largest difference in stage-1 digits-FID between {out['stage1_vs_wgan_gp_arm']} and WGAN-GP over seeds "
+        "(0 when stage 1's margin "
         f"hinge never closes, as its loss is then WGAN's): {out['stage1_vs_wgan_gp_max_abs_fid']:.3g}.",
     ]
     return "\n".join(lines)
@@ -901,7 +974,9 @@ def evaluation_settings(args: argparse.Namespace, paper: str, coverages: Sequenc
         "images": args.images,
         "search_steps": args.search_steps,
         "coverages": list(coverages),
-        "completion_stages": {arm: list(s) for arm, s in GOGAN_COMPLETION_STAGES.items()} if paper == "gogan" else {},
+        "completion_stages": (
+            {arm: list(s) for arm, s in GOGAN_DESIGNS[args.constraint].completion.items()} if paper == "gogan" else {}
+        ),
     }
 
 
@@ -912,7 +987,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="generator steps per stage (default: per paper)")
     parser.add_argument("--eps", type=float, default=None, help="GoGAN's eps (default: the pilot's choice)")
     parser.add_argument("--pilot", action="store_true", help="GoGAN: choose eps from the hinges' activity")
-    parser.add_argument("--pilot-eps", type=float, nargs="+", default=list(PILOT_EPS))
+    parser.add_argument(
+        "--constraint",
+        choices=tuple(GOGAN_DESIGNS),
+        default="all",
+        help="GoGAN: all (the registered headline), or a follow-up at its own eps: clip or anchor",
+    )
+    parser.add_argument("--pilot-eps", type=float, nargs="+", default=None, help="default: the constraint's grid")
     parser.add_argument("--pilot-record", default=None, help="the pilot's JSON (written by --pilot, read after)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 seed, a few steps, a tiny evaluation")
     parser.add_argument("--width", type=int, default=WIDTH)
@@ -929,6 +1010,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.pilot and args.paper != "gogan":
         parser.error("--pilot is GoGAN's (the choice of eps)")
+    if args.constraint != "all" and args.paper != "gogan":
+        parser.error("--constraint is GoGAN's (the eps-per-constraint follow-ups)")
+    design = GOGAN_DESIGNS[args.constraint]
+    args.pilot_eps = args.pilot_eps or list(design.pilot_eps)
     if args.quick:
         args.steps = args.steps or QUICK_STEPS
         args.seeds = args.seeds or [0]
@@ -938,7 +1023,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.jobs = args.jobs or (1 if args.quick else 2)
     args.steps = args.steps or DEFAULT_STEPS[args.paper]
     args.seeds = args.seeds or (PILOT_SEEDS if args.pilot else SEEDS)
-    name = f"{args.paper}_mnist" + ("_pilot" if args.pilot else "")
+    stem = f"{args.paper}_mnist" + (design.suffix if args.paper == "gogan" else "")
+    name = stem + ("_pilot" if args.pilot else "")
     if args.work is None:
         args.work = (
             tempfile.mkdtemp(prefix=f"{name}-quick-") if args.quick else f"/tmp/rankplug-study/{args.paper}_mnist"
@@ -948,7 +1034,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
             str(Path(tempfile.gettempdir()) / f"{name}_quick.json") if args.quick else str(RESULTS / f"{name}.json")
         )
     if args.pilot_record is None:
-        pilot = f"{args.paper}_mnist_pilot"
+        pilot = f"{stem}_pilot"
         args.pilot_record = (
             str(Path(tempfile.gettempdir()) / f"{pilot}_quick.json") if args.quick else str(RESULTS / f"{pilot}.json")
         )
@@ -967,6 +1053,7 @@ def warm_classifier() -> None:
 
 
 def run_pilot(args: argparse.Namespace, command: str) -> None:
+    arm = GOGAN_DESIGNS[args.constraint].pilot_arm
     evaluation = {
         "held_out": args.held_out,
         "fid_samples": 0,
@@ -979,14 +1066,14 @@ def run_pilot(args: argparse.Namespace, command: str) -> None:
     tasks = []
     for eps in args.pilot_eps:
         for seed in args.seeds:
-            config = gogan_config("gogan-gp", seed, args.steps, eps, args.width, args.device)
-            run_dir = str(Path(args.work) / run_name("gogan-gp", seed, config))
-            tasks.append(("gogan", f"gogan-gp@{eps:g}", seed, config, run_dir, evaluation))
+            config = gogan_config(arm, seed, args.steps, eps, args.width, args.device)
+            run_dir = str(Path(args.work) / run_name(arm, seed, config))
+            tasks.append(("gogan", f"{arm}@{eps:g}", seed, config, run_dir, evaluation))
     runs = run_tasks(tasks, one_run, args.jobs)
     per_eps: dict[str, Any] = {}
     means: dict[float, dict[str, float]] = {}
     for eps in args.pilot_eps:
-        mine = [r for r in runs if r["arm"] == f"gogan-gp@{eps:g}"]
+        mine = [r for r in runs if r["arm"] == f"{arm}@{eps:g}"]
         rows = [
             {
                 "seed": r["seed"],
@@ -1005,7 +1092,7 @@ def run_pilot(args: argparse.Namespace, command: str) -> None:
         per_eps[f"{eps:g}"] = {"per_seed": rows, "stage2_last_half_mean": means[eps]}
     chosen, in_band = choose_eps(means)
     lines = [
-        f"GoGAN pilot (gradient penalty, {len(args.seeds)} seed(s), {args.steps} steps a stage): share of samples "
+        f"GoGAN pilot ({arm}, {len(args.seeds)} seed(s), {args.steps} steps a stage): share of samples "
         "active in stage 2's second half, mean over seeds.",
         "",
         "| eps | gogan_disc | gogan_rank | drift D_2(x) - D_1(x) |",
@@ -1031,6 +1118,8 @@ def run_pilot(args: argparse.Namespace, command: str) -> None:
     record = {
         "paper": "gogan",
         "mode": "pilot",
+        "constraint": args.constraint,
+        "arm": arm,
         "seeds": args.seeds,
         "steps_per_stage": args.steps,
         "eps_grid": args.pilot_eps,
@@ -1040,7 +1129,7 @@ def run_pilot(args: argparse.Namespace, command: str) -> None:
         "chosen_eps": chosen,
         "chosen_in_band": in_band,
         "settings": {
-            f"{eps:g}": gogan_config("gogan-gp", args.seeds[0], args.steps, eps, args.width, args.device).to_dict()
+            f"{eps:g}": gogan_config(arm, args.seeds[0], args.steps, eps, args.width, args.device).to_dict()
             for eps in args.pilot_eps
         },
         "text": text,
@@ -1050,7 +1139,8 @@ def run_pilot(args: argparse.Namespace, command: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse(argv)
-    skip = ("pilot_record",) if args.pilot else ("pilot_record", "pilot_eps")
+    skip: tuple[str, ...] = ("pilot_record",) if args.pilot else ("pilot_record", "pilot_eps")
+    skip += ("constraint",) if args.constraint == "all" else ()
     command = command_line("mnist_study.py", args, skip=skip)
     warm_classifier()
     if args.pilot:
@@ -1081,7 +1171,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.time()
     runs = run_tasks(tasks, one_run, args.jobs)
     wall = time.time() - started
-    analysis = analyse_rankgan(runs, args.seeds) if paper == "rankgan" else analyse_gogan(runs, args.seeds, coverages)
+    design = GOGAN_DESIGNS[args.constraint]
+    analysis = (
+        analyse_rankgan(runs, args.seeds) if paper == "rankgan" else analyse_gogan(runs, args.seeds, coverages, design)
+    )
     measured = {k: evaluation[k] for k in ("fid_samples", "images", "search_steps")} | {"steps": args.steps}
     target = {
         "steps": DEFAULT_STEPS[paper],
@@ -1132,7 +1225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "paper": paper,
         "mode": "quick" if args.quick else "headline",
         "seeds": args.seeds,
-        "arms": list(RANKGAN_ARMS if paper == "rankgan" else GOGAN_ARMS),
+        "arms": list(RANKGAN_ARMS if paper == "rankgan" else design.arms),
         "steps_per_stage": args.steps,
         "plateau_rule": "off",
         "evaluation": evaluation,
@@ -1145,6 +1238,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "cost": cost,
     }
     if paper == "gogan":
+        record["constraint"] = args.constraint
         record["eps"] = args.eps
         record["pilot"] = pilot
     write_record(Path(args.output), finite(record), command)

@@ -131,17 +131,17 @@ def fake_run(task: tuple[Any, ...]) -> dict[str, Any]:
             entry.update(fid_encoder=base / 2 + shift, entropy_encoder=0.95)
         if stage in evaluation["completion_stages"].get(arm.split("@")[0], ()):
             k = len(evaluation["coverages"])
-            gain = 0.3 if arm == "gogan-gp" and stage == 2 else 0.0
+            gain = 0.3 if arm in ("gogan-gp", "gogan-clip") and stage == 2 else 0.0
             psnr = [20.0 - i + gain + 0.01 * rng.random() for i in range(k)]
             entry.update(psnr=psnr, ssim=[0.5] * k, hole_psnr=psnr, psnr_mean=sum(psnr) / k, ssim_mean=0.5)
         stages[str(stage)] = entry
     stages["2"]["drift"] = 1.0
-    eps = config.margin if arm.startswith("gogan-gp@") else None
+    eps = config.margin if "@" in arm else None
     train_stages = []
     for stage in (1, 2):
         hinges = _hinges(paper, arm.split("@")[0], stage)
-        if eps is not None and stage == 2:  # the pilot: only eps 3 in the band
-            hinges = {h: {"first_half": 1.0, "last_half": 0.5 if eps == 3.0 else 1.0} for h in hinges}
+        if eps is not None and stage == 2:  # the pilots: only eps 3 (penalty) and 0.03 (clipping) in the band
+            hinges = {h: {"first_half": 1.0, "last_half": 0.5 if eps in (3.0, 0.03) else 1.0} for h in hinges}
         train_stages.append(
             {
                 "stage": stage,
@@ -226,3 +226,37 @@ def test_gogan_without_eps_or_pilot_refuses(offline: Any, tmp_path: Path) -> Non
     argv = ["--paper", "gogan", "--output", str(tmp_path / "g.json"), "--work", str(tmp_path / "w")]
     with pytest.raises(SystemExit, match="run --pilot first"):
         offline.main([*argv, "--pilot-record", str(tmp_path / "absent.json")])
+
+
+def test_gogan_clip_follow_up_has_its_own_pilot_arms_and_json_names(offline: Any, tmp_path: Path) -> None:
+    args = offline.parse(["--paper", "gogan", "--constraint", "clip", "--pilot"])
+    assert args.output.endswith("gogan_mnist_clip_pilot.json") and args.pilot_eps == [0.01, 0.03, 0.1, 0.3]
+    assert offline.parse(["--paper", "gogan", "--constraint", "anchor"]).pilot_record.endswith(
+        "gogan_mnist_anchor_pilot.json"
+    )
+    pilot = tmp_path / "pilot.json"
+    offline.main(["--paper", "gogan", "--constraint", "clip", "--pilot", "--quick", "--output", str(pilot)])
+    recorded = json.loads(pilot.read_text())
+    assert recorded["arm"] == "gogan-clip" and recorded["chosen_eps"] == 0.03 and recorded["chosen_in_band"]
+    assert recorded["settings"]["0.03"]["weight_clip"] == 0.01 and recorded["settings"]["0.03"]["gp_weight"] == 0
+
+    out = tmp_path / "g.json"
+    argv = ["--paper", "gogan", "--constraint", "clip", "--quick", "--seeds", "0", "1", "--output", str(out)]
+    offline.main([*argv, "--pilot-record", str(pilot)])
+    record = json.loads(out.read_text())
+    assert record["constraint"] == "clip" and record["eps"] == 0.03 and "--constraint clip" in record["command"]
+    assert record["arms"] == ["gogan-clip", "gogan-clip-control", "wgan-gp"] and len(record["runs"]) == 3 * 2
+    analysis = record["analysis"]
+    assert set(analysis["verdicts"]) == {"gogan-clip"}
+    assert analysis["verdicts"]["gogan-clip"]["primary_vs_control"] == "confirmed"
+    assert analysis["verdicts"]["gogan-clip"]["tests_ranking"] is True  # the made-up rank hinge is 50 % active
+    # the arm's own stage 1 is completed, so stage 2 - stage 1 is measured within the arm
+    assert analysis["differences"]["gogan-clip stage 2 - stage 1"]["psnr_mean"]["b"] == "gogan-clip stage 1"
+    assert set(analysis["figures"]["gogan-clip"]["per_coverage"]) == {"1", "2"}
+    assert analysis["stage1_identical"] is True and "tests the ranking: True" in record["tables"]
+
+
+def test_constraint_is_gogans() -> None:
+    study = import_experiment("mnist_study")
+    with pytest.raises(SystemExit):
+        study.parse(["--paper", "rankgan", "--constraint", "clip"])
