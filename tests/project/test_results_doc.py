@@ -58,6 +58,10 @@ def test_the_mnist_study_tables_are_on_the_page() -> None:
     ("name", "script", "seeds", "blocks"),
     [
         ("gogan_mnist", "mnist_study.py --paper gogan", 8, None),
+        ("gogan_mnist_clip_pilot", "mnist_study.py --paper gogan", 2, None),
+        ("gogan_mnist_clip", "mnist_study.py --paper gogan", 8, None),
+        ("gogan_mnist_anchor_pilot", "mnist_study.py --paper gogan", 2, None),
+        ("gogan_mnist_anchor", "mnist_study.py --paper gogan", 8, None),
         ("mbgan_mnist", "mbgan_mnist.py", 8, None),
         ("mbgan_mnist_gate", "mbgan_mnist.py --gate", 2, None),
         ("aam_mnist_curve", "aam_mnist.py --curve", 2, None),
@@ -72,9 +76,15 @@ def test_the_other_mnist_studies_tables_are_on_the_page(name: str, script: str, 
         assert len(chosen["sweep"]) >= 4
         chosen = chosen["headline"]
     assert len(chosen) >= seeds
-    text = record["tables"] if "tables" in record else record["analysis"]["text"]
+    text = record.get("tables") or record.get("analysis", {}).get("text") or record["text"]  # a pilot: "text"
     tables = [b for b in text.split("CPU cost")[0].split("\n\n") if b.startswith("|")][:blocks]
     rows = [row for table in tables for row in _rows(table)]
     doc = (ROOT / "docs" / "results.md").read_text()
     missing = [row for row in rows if row not in doc]
     assert len(rows) >= 4 and not missing, missing
+    if name.startswith("gogan_mnist_"):  # the follow-ups: each at its own constraint and eps (the pilot's choice)
+        constraint = name.split("_")[2]
+        assert f"--constraint {constraint}" in record["command"]
+        if "pilot" not in name:
+            pilot = json.loads((RESULTS / f"{name}_pilot.json").read_text())
+            assert record["eps"] == pilot["chosen_eps"] and record["pilot"] == pilot
