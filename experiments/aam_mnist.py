@@ -85,7 +85,7 @@ from _study import (
     train_cached,
     write_record,
 )
-from mnist_study import finite, log_every_for, normalised_entropy, verdict, warm_classifier
+from mnist_study import common_settings, finite, normalised_entropy, verdict, warm_classifier
 
 from rankplug.app.training import TrainConfig
 
@@ -146,14 +146,7 @@ def head_config(
         "aam",
         class_head=head,
         cls_weight=float(weight),
-        data=DATA,
-        size=SIZE,
-        width=width,
-        stages=stages,
-        steps_per_stage=steps,
-        log_every=log_every_for(steps),
-        device=device,
-        seed=seed,
+        **common_settings(steps, seed, width, device, stages=stages),
         **extra,
     )
 

@@ -81,7 +81,15 @@ from _study import (
     train_cached,
     write_record,
 )
-from mnist_study import finite, fmt, hinge_state, log_every_for, normalised_entropy, safe_interval, warm_classifier
+from mnist_study import (
+    common_settings,
+    finite,
+    fmt,
+    hinge_state,
+    normalised_entropy,
+    safe_interval,
+    warm_classifier,
+)
 
 from rankplug.app.training import TrainConfig
 
@@ -158,22 +166,12 @@ def arm_settings(arm: str) -> tuple[float, int]:
     return float(alpha[1:]), int(k[1:])
 
 
-def common_settings(steps: int, seed: int, width: int, device: str) -> dict[str, Any]:
-    return dict(
-        data=DATA,
-        size=SIZE,
-        width=width,
-        steps_per_stage=steps,
-        log_every=log_every_for(steps),
-        device=device,
-        seed=seed,
-    )
-
-
 def mbgan_config(arm: str, seed: int, steps: int, width: int = WIDTH, device: str = "cpu") -> TrainConfig:
     """An MBGAN arm: the ``mbgan`` preset (one stage) at the arm's alpha and K."""
     alpha, k = arm_settings(arm)
-    return TrainConfig.from_preset("mbgan", alpha=alpha, embed_dim=k, **common_settings(steps, seed, width, device))
+    return TrainConfig.from_preset(
+        "mbgan", alpha=alpha, embed_dim=k, **common_settings(steps, seed, width, device, stages=None)
+    )
 
 
 def dcgan_config(seed: int, steps: int, width: int = WIDTH, device: str = "cpu") -> TrainConfig:
@@ -181,7 +179,7 @@ def dcgan_config(seed: int, steps: int, width: int = WIDTH, device: str = "cpu")
     m = TrainConfig.from_preset("mbgan")
     keep = ("critic_norm", "batch_size", "latent", "optimizer", "lr_d", "lr_g", "beta1", "beta2", "n_critic", "stages")
     return TrainConfig(
-        method="dcgan", **{k: getattr(m, k) for k in keep}, **common_settings(steps, seed, width, device)
+        method="dcgan", **{k: getattr(m, k) for k in keep}, **common_settings(steps, seed, width, device, stages=None)
     )
 
 

@@ -197,17 +197,20 @@ def log_every_for(steps: int, records: int = 30) -> int:
     return max(d for d in range(1, most + 1) if steps % d == 0)
 
 
-def common_settings(steps: int, seed: int, width: int, device: str) -> dict[str, Any]:
-    return dict(
+def common_settings(steps: int, seed: int, width: int, device: str, stages: int | None = 2) -> dict[str, Any]:
+    """The settings every MNIST study run shares (the data, its size, the width, the stage length, the seed);
+    ``stages=None`` leaves the stage count to the preset."""
+    settings = dict(
         data=DATA,
         size=SIZE,
         width=width,
-        stages=2,
+        stages=stages,
         steps_per_stage=steps,
         log_every=log_every_for(steps),
         device=device,
         seed=seed,
     )
+    return {key: value for key, value in settings.items() if value is not None}
 
 
 def rankgan_config(arm: str, seed: int, steps: int, width: int = WIDTH, device: str = "cpu") -> TrainConfig:

@@ -103,7 +103,7 @@ def test_settings_are_the_preset_and_dcgan_differs_only_in_its_loss(study: Any) 
     preset = TrainConfig.from_preset("mbgan")
     assert (config.method, config.alpha, config.embed_dim, config.margin_norm) == ("mbgan", 0.2, 50, "mean")
     assert (config.data, config.size, config.width, config.stages, config.steps_per_stage) == ("mnist", 16, 64, 1, 800)
-    assert (config.seed, config.log_every) == (3, study.log_every_for(800))
+    assert (config.seed, config.log_every) == (3, import_experiment("mnist_study").log_every_for(800))
     for key in ("critic_norm", "batch_size", "latent", "optimizer", "lr_d", "lr_g", "beta1", "beta2", "n_critic"):
         assert getattr(config, key) == getattr(preset, key)
     dcgan = study.dcgan_config(3, 800).to_dict()
